@@ -1,0 +1,33 @@
+"""The slow, obviously-correct twin of the memory operator: one token at a time, autograd gradients."""
+import torch
+from torch.func import grad
+
+from titans_seq.memory.activations import get_activation
+
+
+def mlp(weights, x, act):
+    for W in weights[:-1]:
+        x = act(x @ W)
+    return x @ weights[-1]
+
+
+def sequential_memory(q, k, v, lr, momentum, decay, weights, chunk_size, activation="silu"):
+    """Titans' update, literally: S_t = eta S - theta grad l_t(W_chunk start); W_t = (1 - alpha) W + S."""
+    act = get_activation(activation).fn
+    B, T, H, _ = q.shape
+
+    def loss(ws, key, value):   # summed over (B, H): each (b, h) memory only sees its own tokens
+        return ((mlp(ws, key.unsqueeze(-2), act).squeeze(-2) - value) ** 2).sum()
+
+    W = [w.unsqueeze(0).expand(B, *w.shape) for w in weights]     # (B, H, Di, Do)
+    S = [torch.zeros_like(w) for w in W]
+    ys = []
+    for t in range(T):
+        if t % chunk_size == 0:
+            W_chunk = W
+        G = grad(loss)(W_chunk, k[:, t], v[:, t])
+        theta, eta, alpha = (g[:, t, :, None, None] for g in (lr, momentum, decay))
+        S = [eta * s - theta * g for s, g in zip(S, G)]
+        W = [(1 - alpha) * w + s for w, s in zip(W, S)]
+        ys.append(mlp(W, q[:, t].unsqueeze(-2), act).squeeze(-2))
+    return torch.stack(ys, dim=1), W, S

@@ -1,0 +1,206 @@
+import random
+
+import pytest
+import torch
+
+from titans_seq.memory import MemoryState, neural_memory, retrieve
+from titans_seq.memory.chunked import segment_products
+
+from .reference import sequential_memory
+
+
+def make_inputs(B=2, T=21, H=2, dims=(4, 8, 5), dtype=torch.float64, seed=0, requires_grad=False):
+    g = torch.Generator().manual_seed(seed)
+    rand = lambda *s: torch.randn(*s, generator=g, dtype=dtype)  # noqa: E731
+    q, k = rand(B, T, H, dims[0]), rand(B, T, H, dims[0])
+    q, k = q / q.norm(dim=-1, keepdim=True), k / k.norm(dim=-1, keepdim=True)
+    v = rand(B, T, H, dims[-1])
+    lr = 0.2 * torch.rand(B, T, H, generator=g, dtype=dtype)
+    momentum = 0.9 * torch.rand(B, T, H, generator=g, dtype=dtype)
+    decay = 0.2 * torch.rand(B, T, H, generator=g, dtype=dtype)
+    weights = [rand(H, a, b) / a ** 0.5 for a, b in zip(dims[:-1], dims[1:])]
+    tensors = [q, k, v, lr, momentum, decay, *weights]
+    for t in tensors:
+        t.requires_grad_(requires_grad)
+    return tensors, len(weights)
+
+
+def call(tensors, n_layers, **kw):
+    q, k, v, lr, momentum, decay = tensors[:6]
+    return neural_memory(q, k, v, lr, momentum, decay, tensors[6:6 + n_layers], **kw)
+
+
+def rel_err(a, b):
+    return ((a - b).norm() / b.norm()).item()
+
+
+DEPTH_DIMS = {1: (4, 5), 2: (4, 8, 5), 3: (4, 8, 6, 5)}
+
+
+def test_segment_products():
+    x = torch.rand(5, dtype=torch.float64)
+    m = segment_products(x)
+    for t in range(5):
+        for s in range(5):
+            want = torch.prod(x[s + 1:t + 1]) if t >= s else torch.tensor(0.0, dtype=x.dtype)
+            assert torch.allclose(m[t, s], want)
+
+
+@pytest.mark.parametrize("depth", [1, 2, 3])
+@pytest.mark.parametrize("chunk_size", [1, 4, 16])
+@pytest.mark.parametrize("activation", ["silu", "gelu"])
+def test_matches_sequential_reference(depth, chunk_size, activation):
+    tensors, n = make_inputs(T=37, dims=DEPTH_DIMS[depth], seed=depth * 100 + chunk_size)
+    y, state = call(tensors, n, chunk_size=chunk_size, activation=activation)
+    y_ref, W_ref, S_ref = sequential_memory(*tensors[:6], tensors[6:], chunk_size, activation)
+    assert rel_err(y, y_ref) <= 1e-10
+    for W, Wr, S, Sr in zip(state.weights, W_ref, state.momentum, S_ref):
+        assert rel_err(W, Wr) <= 1e-10 and rel_err(S, Sr) <= 1e-10
+
+
+@pytest.mark.parametrize("depth", [1, 2, 3])
+def test_float32_matches_float64_reference(depth):
+    tensors, n = make_inputs(T=50, dims=DEPTH_DIMS[depth], seed=7)
+    y_ref, _, _ = sequential_memory(*tensors[:6], tensors[6:], 16)
+    y32, state = call([t.float() for t in tensors], n, chunk_size=16)
+    assert y32.dtype == torch.float32 and state.weights[0].dtype == torch.float32
+    assert rel_err(y32.double(), y_ref) <= 1e-4
+
+
+def test_bfloat16_inputs_keep_float32_state():
+    tensors, n = make_inputs(T=20, seed=3)
+    y, state = call([t.bfloat16() for t in tensors], n, chunk_size=8)
+    assert y.dtype == torch.bfloat16
+    assert all(W.dtype == torch.float32 for W in state.weights + state.momentum + state.chunk_weights)
+
+
+@pytest.mark.parametrize("depth", [1, 2, 3])
+def test_gradients_match_reference(depth):
+    tensors, n = make_inputs(T=13, dims=DEPTH_DIMS[depth], seed=11, requires_grad=True)
+    y, _ = call(tensors, n, chunk_size=4)
+    y_ref, _, _ = sequential_memory(*tensors[:6], tensors[6:], 4)
+    probe = torch.randn_like(y)
+    grads = torch.autograd.grad((y * probe).sum(), tensors)
+    grads_ref = torch.autograd.grad((y_ref * probe).sum(), tensors)
+    for g, gr in zip(grads, grads_ref):
+        assert rel_err(g, gr) <= 1e-10
+
+
+@pytest.mark.parametrize("depth", [1, 2])
+def test_gradcheck(depth):
+    dims = (3, 4, 2) if depth == 2 else (3, 2)
+    tensors, n = make_inputs(B=1, T=7, H=2, dims=dims, seed=5, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda *ts: call(list(ts), n, chunk_size=3)[0], tensors)
+
+
+def split_run(tensors, n, chunk_size, cuts):
+    q, k, v, lr, momentum, decay = tensors[:6]
+    ys, state = [], None
+    bounds = [0, *cuts, q.shape[1]]
+    for a, b in zip(bounds[:-1], bounds[1:]):
+        piece = [t[:, a:b] for t in (q, k, v, lr, momentum, decay)]
+        y, state = neural_memory(*piece, tensors[6:], chunk_size=chunk_size, state=state)
+        ys.append(y)
+    return torch.cat(ys, dim=1), state
+
+
+@pytest.mark.parametrize("chunk_size", [1, 4, 16])
+def test_split_invariance(chunk_size):
+    tensors, n = make_inputs(T=45, dims=DEPTH_DIMS[2], seed=chunk_size)
+    y, state = call(tensors, n, chunk_size=chunk_size)
+    rng = random.Random(chunk_size)
+    for _ in range(5):
+        cuts = sorted(rng.sample(range(1, 45), rng.randint(1, 6)))
+        y_split, state_split = split_run(tensors, n, chunk_size, cuts)
+        assert rel_err(y_split, y) <= 1e-12, cuts
+        assert state_split.position == 45
+        for a, b in zip(state_split.weights + state_split.momentum + state_split.chunk_weights,
+                        state.weights + state.momentum + state.chunk_weights):
+            assert rel_err(a, b) <= 1e-12
+
+
+def test_token_by_token_equals_parallel():
+    tensors, n = make_inputs(T=11, dims=DEPTH_DIMS[3], seed=2)
+    y, _ = call(tensors, n, chunk_size=4)
+    y_stream, _ = split_run(tensors, n, 4, list(range(1, 11)))
+    assert rel_err(y_stream, y) <= 1e-12
+
+
+def test_gradients_flow_through_split_state():
+    tensors, n = make_inputs(T=12, dims=DEPTH_DIMS[2], seed=4, requires_grad=True)
+    y, _ = call(tensors, n, chunk_size=4)
+    y_split, _ = split_run(tensors, n, 4, [3, 9])
+    grads = torch.autograd.grad(y.square().sum(), tensors)
+    grads_split = torch.autograd.grad(y_split.square().sum(), tensors)
+    for a, b in zip(grads, grads_split):
+        assert rel_err(a, b) <= 1e-10
+
+
+def test_causal_exactly():
+    tensors, n = make_inputs(T=20, dims=DEPTH_DIMS[2], seed=9)
+    y, _ = call(tensors, n, chunk_size=8)
+    for j in (0, 5, 8, 13, 19):
+        bumped = [t.clone() for t in tensors]
+        for t in bumped[:6]:
+            t[:, j] += 0.37
+        y2, _ = call(bumped, n, chunk_size=8)
+        assert torch.equal(y2[:, :j], y[:, :j])
+        assert not torch.equal(y2[:, j], y[:, j])
+
+
+def test_retrieve_reads_without_update():
+    tensors, n = make_inputs(T=9, dims=DEPTH_DIMS[2], seed=1)
+    q = tensors[0]
+    _, state = call(tensors, n, chunk_size=4)
+    W = state.weights
+    h = torch.nn.functional.silu(torch.einsum("bthi,bhij->bthj", q, W[0]))
+    assert torch.allclose(retrieve(q, state), torch.einsum("bthi,bhij->bthj", h, W[1]))
+    h0 = torch.nn.functional.silu(torch.einsum("bthi,hij->bthj", q, tensors[6]))
+    assert torch.allclose(retrieve(q, tensors[6:]), torch.einsum("bthi,hij->bthj", h0, tensors[7]))
+
+
+def test_chunk_size_one_is_the_plain_recurrence():
+    tensors, n = make_inputs(T=6, dims=(3, 2), seed=8)
+    q, k, v, lr, eta, alpha, W = tensors
+    y, _ = call(tensors, n, chunk_size=1)
+    Wt, S = W.unsqueeze(0).expand(2, -1, -1, -1), torch.zeros(2, *W.shape, dtype=W.dtype)
+    for t in range(6):
+        err = 2 * (torch.einsum("bhi,bhij->bhj", k[:, t], Wt) - v[:, t])
+        G = torch.einsum("bhi,bhj->bhij", k[:, t], err)
+        S = eta[:, t, :, None, None] * S - lr[:, t, :, None, None] * G
+        Wt = (1 - alpha[:, t, :, None, None]) * Wt + S
+        assert torch.allclose(y[:, t], torch.einsum("bhi,bhij->bhj", q[:, t], Wt))
+
+
+@pytest.mark.parametrize("bad", ["shape", "gate", "weights", "chunk", "empty", "backend", "activation", "state"])
+def test_rejects_bad_arguments(bad):
+    tensors, n = make_inputs(T=8)
+    q, k, v, lr, eta, alpha, *W = tensors
+    kw = dict(chunk_size=4)
+    if bad == "shape":
+        k = k[:, :5]
+    elif bad == "gate":
+        lr = lr[..., :1]
+    elif bad == "weights":
+        W = [W[0][:, :3], W[1]]
+    elif bad == "chunk":
+        kw["chunk_size"] = 0
+    elif bad == "empty":
+        q, k, v, lr, eta, alpha = (t[:, :0] for t in (q, k, v, lr, eta, alpha))
+    elif bad == "backend":
+        kw["backend"] = "cuda-magic"
+    elif bad == "activation":
+        kw["activation"] = "swish2"
+    elif bad == "state":
+        _, state = call(tensors, n, chunk_size=2)
+        kw["state"] = state
+    with pytest.raises(ValueError):
+        neural_memory(q, k, v, lr, eta, alpha, W, **kw)
+
+
+def test_state_detach():
+    tensors, n = make_inputs(T=8, requires_grad=True)
+    _, state = call(tensors, n, chunk_size=3)
+    cut = state.detach()
+    assert isinstance(cut, MemoryState) and cut.offset == 2
+    assert not any(t.requires_grad for t in cut.weights + cut.momentum + cut.chunk_weights)

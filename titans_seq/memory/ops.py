@@ -1,0 +1,84 @@
+"""The functional neural-memory operator and its backend dispatcher."""
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+from torch import Tensor
+
+from .activations import get_activation
+from .chunked import chunked_neural_memory, memory_mlp
+from .state import MemoryState
+
+BACKENDS: dict[str, Callable[..., tuple[Tensor, MemoryState]]] = {"torch": chunked_neural_memory}
+
+
+def resolve_backend(backend: str, device: torch.device) -> str:
+    """The backend that runs: ``auto`` picks the fastest one available on ``device``."""
+    if backend == "auto":
+        return "triton" if device.type == "cuda" and "triton" in BACKENDS else "torch"
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown memory backend {backend!r}; choose one of {['auto', *BACKENDS]}")
+    return backend
+
+
+def _check_shapes(q, k, v, gates, weights, chunk_size, state):
+    if q.dim() != 4 or k.shape != q.shape or v.shape[:3] != q.shape[:3]:
+        raise ValueError(f"q, k must be (B, T, H, Dk) and v (B, T, H, Dv); got {tuple(q.shape)}, "
+                         f"{tuple(k.shape)}, {tuple(v.shape)}")
+    B, T, H, Dk = q.shape
+    if T == 0:
+        raise ValueError("the sequence is empty (T = 0)")
+    for name, g in gates.items():
+        if g.shape != (B, T, H):
+            raise ValueError(f"{name} must be (B, T, H) = {(B, T, H)}; got {tuple(g.shape)}")
+    if chunk_size < 1:
+        raise ValueError(f"chunk_size must be >= 1; got {chunk_size}")
+    dims = [Dk] + [W.shape[-1] for W in weights]
+    for layer, W in enumerate(weights):
+        if W.shape != (H, dims[layer], dims[layer + 1]):
+            raise ValueError(f"memory layer {layer} must be (H, D_in, D_out) = "
+                             f"{(H, dims[layer], dims[layer + 1])}; got {tuple(W.shape)}")
+    if dims[-1] != v.shape[-1]:
+        raise ValueError(f"the last memory layer maps to {dims[-1]} features but v has {v.shape[-1]}")
+    if state is not None:
+        if state.chunk_size != chunk_size:
+            raise ValueError(f"the state was built with chunk_size={state.chunk_size}, not {chunk_size}")
+        if [tuple(W.shape) for W in state.weights] != [(B, *W.shape) for W in weights]:
+            raise ValueError("the state does not match this batch size or these memory shapes")
+
+
+def neural_memory(q: Tensor, k: Tensor, v: Tensor, lr: Tensor, momentum: Tensor, decay: Tensor,
+                  weights: list[Tensor], *, chunk_size: int, state: MemoryState | None = None,
+                  activation: str = "silu", backend: str = "torch") -> tuple[Tensor, MemoryState]:
+    """Write (k, v) into the memory token by token and read q_t through the memory after token t.
+
+    Args:
+        q, k: (B, T, H, Dk) queries and keys; v: (B, T, H, Dv) values.
+        lr, momentum, decay: (B, T, H) gates in [0, 1]: theta_t, eta_t and alpha_t of the paper.
+        weights: L tensors (H, D_{l-1}, D_l), D_0 = Dk and D_L = Dv: the initial memory, shared by
+            the batch (ignored when ``state`` is given).
+        chunk_size: gradients inside a chunk [nb, (n+1)b) are taken at the weights entering it.
+        state: the state returned by a previous call, to continue that sequence.
+        activation: of the memory MLP's hidden layers.
+        backend: ``torch``, ``auto`` or another registered backend.
+
+    Returns:
+        y: (B, T, H, Dv) with y_t = f_{W_t}(q_t), in q's dtype; and the state after the last token.
+    """
+    _check_shapes(q, k, v, {"lr": lr, "momentum": momentum, "decay": decay}, weights, chunk_size, state)
+    get_activation(activation)
+    run = BACKENDS[resolve_backend(backend, q.device)]
+    return run(q, k, v, lr, momentum, decay, weights, chunk_size=chunk_size, state=state,
+               activation=activation)
+
+
+def retrieve(q: Tensor, state_or_weights: MemoryState | list[Tensor], activation: str = "silu") -> Tensor:
+    """M*(q): read (B, T, H, Dk) queries through the memory without updating it."""
+    if isinstance(state_or_weights, MemoryState):
+        weights = state_or_weights.weights                       # (B, H, Di, Do)
+    else:
+        weights = [W.unsqueeze(0) for W in state_or_weights]     # (1, H, Di, Do)
+    dtype = torch.promote_types(q.dtype, weights[0].dtype)
+    y = memory_mlp(q.transpose(1, 2).to(dtype), [W.to(dtype) for W in weights], get_activation(activation))
+    return y.transpose(1, 2).to(q.dtype)
