@@ -1,5 +1,6 @@
 """The neural long-term memory: the functional operator and the NeuralMemory layer."""
+from .module import NeuralMemory, NeuralMemoryState
 from .ops import neural_memory, retrieve
 from .state import MemoryState
 
-__all__ = ["MemoryState", "neural_memory", "retrieve"]
+__all__ = ["MemoryState", "NeuralMemory", "NeuralMemoryState", "neural_memory", "retrieve"]

@@ -1,0 +1,5 @@
+"""Backbones: TitansConfig and the Backbone built from one mixer per variant."""
+from .backbone import Backbone, Block
+from .config import VARIANTS, TitansConfig
+
+__all__ = ["VARIANTS", "Backbone", "Block", "TitansConfig"]

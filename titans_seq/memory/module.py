@@ -1,0 +1,78 @@
+"""NeuralMemory: the paper's long-term memory layer (LMM) around the functional operator."""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .ops import neural_memory, retrieve
+from .short_conv import ShortConv
+from .state import MemoryState
+
+
+@dataclass
+class NeuralMemoryState:
+    conv: Tensor            # the last inputs of the q/k/v short convolution
+    memory: MemoryState
+
+
+class NeuralMemory(nn.Module):
+    """Learns to memorise at test time: keys/values written into an MLP by gradient descent.
+
+    x -> q, k, v = SiLU(conv(W x)) per head (q, k L2-normalised); data-dependent, per-head gates
+    theta = lr_max * sigmoid(.), eta = sigmoid(.), alpha = sigmoid(.); the operator writes (k, v)
+    and reads q through the updated memory; then per-head RMSNorm, a sigmoid gate computed from x,
+    and the output projection. The initial memory weights are parameters (the outer loop learns them).
+    """
+
+    def __init__(self, d_model: int, n_heads: int, head_dim: int | None = None, depth: int = 2,
+                 expansion: int = 4, chunk_size: int = 64, conv_kernel: int = 4, lr_max: float = 0.1,
+                 activation: str = "silu", backend: str = "auto", eps: float = 1e-6):
+        super().__init__()
+        head_dim = head_dim or d_model // n_heads
+        inner = n_heads * head_dim
+        self.n_heads, self.head_dim, self.chunk_size = n_heads, head_dim, chunk_size
+        self.lr_max, self.activation, self.backend = lr_max, activation, backend
+        self.to_qkv = nn.Linear(d_model, 3 * inner, bias=False)
+        self.conv = ShortConv(3 * inner, conv_kernel)
+        self.to_gates = nn.Linear(d_model, 3 * n_heads)
+        with torch.no_grad():   # start near eta = 0.9 and alpha = 0.01; theta at lr_max / 2
+            self.to_gates.weight.mul_(0.1)
+            self.to_gates.bias.copy_(torch.tensor([0.0, math.log(9), -math.log(99)]).repeat_interleave(n_heads))
+        dims = [head_dim] + [head_dim * expansion] * (depth - 1) + [head_dim]
+        self.weights = nn.ParameterList(
+            nn.Parameter(torch.randn(n_heads, a, b) / math.sqrt(a)) for a, b in zip(dims[:-1], dims[1:]))
+        self.norm = nn.RMSNorm(head_dim, eps=eps)
+        self.to_out_gate = nn.Linear(d_model, inner, bias=False)
+        self.out = nn.Linear(inner, d_model, bias=False)
+
+    def _heads(self, x: Tensor) -> Tensor:
+        return x.view(*x.shape[:2], self.n_heads, -1)
+
+    def _read_out(self, y: Tensor, x: Tensor) -> Tensor:
+        gated = self.norm(y).flatten(2) * torch.sigmoid(self.to_out_gate(x))
+        return self.out(gated)
+
+    def forward(self, x: Tensor, state: NeuralMemoryState | None = None) -> tuple[Tensor, NeuralMemoryState]:
+        """(B, T, d_model) -> (B, T, d_model) and the state after the last token."""
+        qkv, conv = self.conv(self.to_qkv(x), None if state is None else state.conv)
+        q, k, v = (self._heads(t) for t in F.silu(qkv).chunk(3, dim=-1))
+        q, k = F.normalize(q, dim=-1), F.normalize(k, dim=-1)
+        lr, eta, alpha = torch.sigmoid(self.to_gates(x)).chunk(3, dim=-1)
+        y, memory = neural_memory(q, k, v, self.lr_max * lr, eta, alpha, list(self.weights),
+                                  chunk_size=self.chunk_size, activation=self.activation,
+                                  state=None if state is None else state.memory, backend=self.backend)
+        return self._read_out(y, x), NeuralMemoryState(conv, memory)
+
+    def retrieve(self, x: Tensor, memory: MemoryState | None = None) -> Tensor:
+        """M*(q(x)): read x's queries through ``memory`` (the initial memory if None), no update.
+
+        The query here skips the short convolution, so a read needs no state beyond the memory.
+        """
+        q, _, _ = self.to_qkv(x).chunk(3, dim=-1)
+        q = F.normalize(self._heads(F.silu(q)), dim=-1)
+        y = retrieve(q, list(self.weights) if memory is None else memory, self.activation)
+        return self._read_out(y, x)
