@@ -1,24 +1,27 @@
 """The torch backend: the neural-memory recurrence in chunk-parallel (dual) form.
 
 Inside a chunk every gradient is taken at the weights entering it, so token s's gradient for
-layer l is an outer product a_s^T e_s of that layer's input and its back-propagated error. With
+layer l is an outer product: -grad_{W_l} l_s = a_s^T e_s, with a_s the layer's input and e_s the
+back-propagated error (the descent direction). With
 
-    S_t = eta_t S_{t-1} - theta_t G_t,    W_t = (1 - alpha_t) W_{t-1} + S_t,
+    S_t = eta_t S_{t-1} - theta_t grad l_t,    W_t = (1 - alpha_t) W_{t-1} + S_t,
 
 the weights after token t are, relative to the chunk start (W_0, S_0),
 
-    W_t = gamma_t W_0 + delta_t S_0 - sum_{s<=t} C[t, s] theta_s a_s^T e_s,
+    W_t = gamma_t W_0 + delta_t S_0 + sum_{s<=t} C[t, s] theta_s a_s^T e_s,
 
 where C = Keep @ Eta is the product of two lower-triangular segment-product matrices
 (Keep[t, r] = prod_{r<j<=t} (1 - alpha_j), Eta[r, s] = prod_{s<j<=r} eta_j), gamma_t is the
 cumulative product of (1 - alpha) and delta = Keep @ cumprod(eta). Reading token t's query
 through W_t layer by layer then needs only chunk-sized matrix products:
 
-    z_t = gamma_t h_t W_0 + delta_t h_t S_0 - sum_s C[t, s] theta_s (h_t . a_s) e_s,
+    z_t = gamma_t h_t W_0 + delta_t h_t S_0 + sum_s C[t, s] theta_s (h_t . a_s) e_s,
 
 so no per-token weights are ever materialised. Autograd differentiates this form directly.
 """
 from __future__ import annotations
+
+import itertools
 
 import torch
 from torch import Tensor
@@ -43,7 +46,7 @@ def memory_mlp(x: Tensor, weights: list[Tensor], act: Activation) -> Tensor:
 
 
 def _key_gradients(k: Tensor, v: Tensor, weights: list[Tensor], act: Activation):
-    """Layer inputs a^l and errors e^l with grad_{W_l} ||f_W(k_s) - v_s||^2 = a_s^l (x) e_s^l."""
+    """Layer inputs a^l and descent directions e^l: -grad_{W_l} ||f_W(k_s) - v_s||^2 = a_s^l (x) e_s^l."""
     inputs, pre_activations = [], []
     h = k
     for W in weights[:-1]:
@@ -52,13 +55,23 @@ def _key_gradients(k: Tensor, v: Tensor, weights: list[Tensor], act: Activation)
         pre_activations.append(z)
         h = act.fn(z)
     inputs.append(h)
-    err = 2 * (h @ weights[-1] - v)
+    err = 2 * (v - h @ weights[-1])
     errors = [err]
     for W, z in zip(reversed(weights[1:]), reversed(pre_activations)):
         err = (err @ W.mT) * act.grad(z)
         errors.append(err)
     errors.reverse()
     return inputs, errors
+
+
+def _scaled_product(scale: Tensor, x: Tensor, W: Tensor) -> Tensor:
+    """diag(scale) x W, scaling x or the product, whichever is narrower."""
+    return (scale * x) @ W if x.shape[-1] <= W.shape[-1] else scale * (x @ W)
+
+
+def _weighted_outer_sum(a: Tensor, scale: Tensor, e: Tensor) -> Tensor:
+    """sum_s scale_s a_s^T e_s = a^T diag(scale) e, scaling the narrower of a and e."""
+    return (scale * a).mT @ e if a.shape[-1] <= e.shape[-1] else a.mT @ (scale * e)
 
 
 def _chunk(q, k, v, lr, eta, alpha, grad_weights, weights, momentum, act):
@@ -71,27 +84,25 @@ def _chunk(q, k, v, lr, eta, alpha, grad_weights, weights, momentum, act):
     eta_seg = segment_products(eta)
     keep_seg = segment_products(keep)
     coef = (keep_seg @ eta_seg) * lr.unsqueeze(-2)   # C[t, s] theta_s
-    gamma = torch.cumprod(keep, dim=-1)
-    eta_cum = torch.cumprod(eta, dim=-1)
-    delta = (keep_seg @ eta_cum.unsqueeze(-1)).squeeze(-1)
+    gamma = torch.cumprod(keep, dim=-1).unsqueeze(-1)
+    eta_cum = torch.cumprod(eta, dim=-1).unsqueeze(-1)
+    delta = keep_seg @ eta_cum
+    w_coef = coef[..., -1, :].unsqueeze(-1)                     # how the last W and S weigh each token
+    s_coef = (eta_seg[..., -1, :] * lr).unsqueeze(-1)
+    g_end, d_end, p_end = (x[..., -1:, :] for x in (gamma, delta, eta_cum))
 
     h = q
-    for layer, (W0, a, e) in enumerate(zip(weights, inputs, errors)):
-        z = gamma.unsqueeze(-1) * (h @ W0) - (coef * (h @ a.mT)) @ e
-        if momentum is not None:
-            z = z + delta.unsqueeze(-1) * (h @ momentum[layer])
-        h = act.fn(z) if layer < len(weights) - 1 else z
-
-    last_coef = coef[..., -1, :].unsqueeze(-1)                      # (B, H, n, 1)
-    last_surprise = (eta_seg[..., -1, :] * lr).unsqueeze(-1)
-    g_end, d_end, p_end = (x[..., -1, None, None] for x in (gamma, delta, eta_cum))
     new_weights, new_momentum = [], []
     for layer, (W0, a, e) in enumerate(zip(weights, inputs, errors)):
-        W = g_end * W0 - a.mT @ (last_coef * e)
-        S = -(a.mT @ (last_surprise * e))
+        z = _scaled_product(gamma, h, W0) + (coef * (h @ a.mT)) @ e
+        W = g_end * W0 + _weighted_outer_sum(a, w_coef, e)
+        S = _weighted_outer_sum(a, s_coef, e)
         if momentum is not None:
-            W = W + d_end * momentum[layer]
-            S = S + p_end * momentum[layer]
+            S0 = momentum[layer]
+            z = z + _scaled_product(delta, h, S0)
+            W = W + d_end * S0
+            S = S + p_end * S0
+        h = act.fn(z) if layer < len(weights) - 1 else z
         new_weights.append(W)
         new_momentum.append(S)
     return h, new_weights, new_momentum
@@ -120,17 +131,18 @@ def chunked_neural_memory(q: Tensor, k: Tensor, v: Tensor, lr: Tensor, momentum:
         position = state.position
 
     T = q.shape[2]
+    first = min(T, chunk_size - position % chunk_size)
+    sizes = [first] + [chunk_size] * ((T - first) // chunk_size)
+    if sum(sizes) < T:
+        sizes.append(T - sum(sizes))
+    # torch.split, not slicing: its backward concatenates instead of zero-filling T-long buffers.
+    pieces = zip(*(x.split(sizes, dim=2) for x in (q, k, v, lr, momentum, decay)))
     outputs = []
-    start = 0
-    while start < T:
-        end = min(T, start + chunk_size - (position + start) % chunk_size)
-        piece = slice(start, end)
-        y, w, s = _chunk(q[:, :, piece], k[:, :, piece], v[:, :, piece], lr[:, :, piece],
-                         momentum[:, :, piece], decay[:, :, piece], w_grad, w, s, act)
+    for seen, piece in zip(itertools.accumulate(sizes), pieces):
+        y, w, s = _chunk(*piece, w_grad, w, s, act)
         outputs.append(y)
-        if (position + end) % chunk_size == 0:
+        if (position + seen) % chunk_size == 0:
             w_grad = w
-        start = end
 
     y = torch.cat(outputs, dim=2).transpose(1, 2).to(out_dtype)
     w_grad = [G.expand_as(W) for G, W in zip(w_grad, w)]   # the initial weights are shared by the batch

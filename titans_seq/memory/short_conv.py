@@ -2,12 +2,11 @@
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 
 class ShortConv(nn.Module):
-    """Depthwise causal convolution over (B, T, C); ``cache`` is the previous (B, C, kernel - 1) inputs."""
+    """Depthwise causal convolution over (B, T, C); ``cache`` is the previous (B, kernel - 1, C) inputs."""
 
     def __init__(self, channels: int, kernel: int):
         super().__init__()
@@ -17,9 +16,10 @@ class ShortConv(nn.Module):
         nn.init.kaiming_uniform_(self.weight, a=5 ** 0.5)
 
     def forward(self, x: Tensor, cache: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        x = x.transpose(1, 2)
+        B, T, C = x.shape
         if cache is None:
-            cache = x.new_zeros(x.shape[0], x.shape[1], self.kernel - 1)
-        x = torch.cat((cache, x), dim=-1)
-        y = F.conv1d(x, self.weight, self.bias, groups=x.shape[1])
-        return y.transpose(1, 2), x[..., x.shape[-1] - (self.kernel - 1):]
+            cache = x.new_zeros(B, self.kernel - 1, C)
+        padded = torch.cat((cache, x), dim=1)
+        # A sum of shifted products: far faster than conv1d's depthwise path on CPU, forward and backward.
+        y = self.bias + sum(padded[:, i:i + T] * self.weight[:, 0, i] for i in range(self.kernel))
+        return y, padded[:, T:]
