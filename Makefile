@@ -14,7 +14,7 @@ test: setup
 
 bench: setup
 	VENV=$(VENV) EXTRAS=test,bench bash scripts/setup.sh
-	$(PYTHON) benchmarks/memory_op.py
+	$(PYTHON) benchmarks/memory_op.py --threads 2
 
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info

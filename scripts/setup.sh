@@ -23,5 +23,9 @@ PIP=("$VENV/bin/python" -m pip install --quiet --disable-pip-version-check)
 if ! "$VENV/bin/python" -c "import torch" 2>/dev/null; then
     "${PIP[@]}" "${TORCH_SPEC:-torch==2.13.0}" ${TORCH_INDEX_URL:+--index-url "$TORCH_INDEX_URL"}
 fi
-"${PIP[@]}" -e ".[$EXTRAS]"
+# Pin the torch now installed, so that no dependency can swap it for another build.
+TORCH_PIN=$(mktemp)
+trap 'rm -f "$TORCH_PIN"' EXIT
+"$VENV/bin/python" -c "import torch; print('torch==' + torch.__version__)" > "$TORCH_PIN"
+"${PIP[@]}" -c "$TORCH_PIN" -e ".[$EXTRAS]"
 "$VENV/bin/python" -c "import torch, titans_seq; print(f'titans_seq {titans_seq.__version__} with torch {torch.__version__} in $VENV')"

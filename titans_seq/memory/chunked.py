@@ -21,8 +21,6 @@ so no per-token weights are ever materialised. Autograd differentiates this form
 """
 from __future__ import annotations
 
-import itertools
-
 import torch
 from torch import Tensor
 
@@ -74,12 +72,14 @@ def _weighted_outer_sum(a: Tensor, scale: Tensor, e: Tensor) -> Tensor:
     return (scale * a).mT @ e if a.shape[-1] <= e.shape[-1] else a.mT @ (scale * e)
 
 
-def _chunk(q, k, v, lr, eta, alpha, grad_weights, weights, momentum, act):
-    """One chunk of n tokens: per-token outputs and the (weights, momentum) after its last token.
+def _chunks(q, k, v, lr, eta, alpha, weights, momentum, act, grad_weights=None):
+    """N consecutive chunks of n tokens: per-token outputs and the (weights, momentum) after them.
 
-    Tensors are (B, H, n, D) and gates (B, H, n); ``momentum`` is None when it is zero.
+    Tensors are (B, H, N, n, D) and gates (B, H, N, n); ``momentum`` is None when it is zero;
+    ``grad_weights`` (N = 1 only) are the weights the gradients are taken at when they are not
+    the entering ones (a chunk resumed part-way). Only the key gradients and the end-of-chunk
+    updates run chunk after chunk; the coefficients and every read are batched over the N chunks.
     """
-    inputs, errors = _key_gradients(k, v, grad_weights, act)
     keep = 1 - alpha
     eta_seg = segment_products(eta)
     keep_seg = segment_products(keep)
@@ -91,21 +91,34 @@ def _chunk(q, k, v, lr, eta, alpha, grad_weights, weights, momentum, act):
     s_coef = (eta_seg[..., -1, :] * lr).unsqueeze(-1)
     g_end, d_end, p_end = (x[..., -1:, :] for x in (gamma, delta, eta_cum))
 
-    h = q
-    new_weights, new_momentum = [], []
-    for layer, (W0, a, e) in enumerate(zip(weights, inputs, errors)):
-        z = _scaled_product(gamma, h, W0) + (coef * (h @ a.mT)) @ e
-        W = g_end * W0 + _weighted_outer_sum(a, w_coef, e)
-        S = _weighted_outer_sum(a, s_coef, e)
+    entering_w, entering_s, inputs, errors = [], [], [], []
+    per_chunk = zip(*(t.unbind(2) for t in (k, v, w_coef, s_coef, g_end, d_end, p_end)))
+    for k_c, v_c, w_c, s_c, g, d, p in per_chunk:
+        entering_w.append(weights)
+        entering_s.append(momentum)
+        a, e = _key_gradients(k_c, v_c, grad_weights or weights, act)
+        inputs.append(a)
+        errors.append(e)
+        new_w = [g * W + _weighted_outer_sum(a_l, w_c, e_l) for W, a_l, e_l in zip(weights, a, e)]
+        new_s = [_weighted_outer_sum(a_l, s_c, e_l) for a_l, e_l in zip(a, e)]
         if momentum is not None:
-            S0 = momentum[layer]
+            new_w = [W + d * S for W, S in zip(new_w, momentum)]
+            new_s = [S_new + p * S for S_new, S in zip(new_s, momentum)]
+        weights, momentum = new_w, new_s
+
+    B, H, N = q.shape[:3]
+    with_momentum = any(S is not None for S in entering_s)
+    h = q
+    for layer in range(len(weights)):
+        a = torch.stack([chunk[layer] for chunk in inputs], dim=2)
+        e = torch.stack([chunk[layer] for chunk in errors], dim=2)
+        W0 = torch.stack([w[layer].expand(B, H, -1, -1) for w in entering_w], dim=2)
+        z = _scaled_product(gamma, h, W0) + (coef * (h @ a.mT)) @ e
+        if with_momentum:
+            S0 = torch.stack([torch.zeros_like(W0[:, :, 0]) if S is None else S[layer] for S in entering_s], 2)
             z = z + _scaled_product(delta, h, S0)
-            W = W + d_end * S0
-            S = S + p_end * S0
         h = act.fn(z) if layer < len(weights) - 1 else z
-        new_weights.append(W)
-        new_momentum.append(S)
-    return h, new_weights, new_momentum
+    return h, weights, momentum
 
 
 def chunked_neural_memory(q: Tensor, k: Tensor, v: Tensor, lr: Tensor, momentum: Tensor,
@@ -130,20 +143,24 @@ def chunked_neural_memory(q: Tensor, k: Tensor, v: Tensor, lr: Tensor, momentum:
         w_grad = [W.to(dtype) for W in state.chunk_weights]
         position = state.position
 
+    # Pieces: the rest of a chunk begun in an earlier call, the whole chunks, a chunk left unfinished.
     T = q.shape[2]
-    first = min(T, chunk_size - position % chunk_size)
-    sizes = [first] + [chunk_size] * ((T - first) // chunk_size)
-    if sum(sizes) < T:
-        sizes.append(T - sum(sizes))
+    head = min(T, (chunk_size - position % chunk_size) % chunk_size)
+    whole = (T - head) // chunk_size
+    tail = T - head - whole * chunk_size
+    pieces = [(size, n) for size, n in ((head, head), (whole * chunk_size, chunk_size), (tail, tail)) if size]
     # torch.split, not slicing: its backward concatenates instead of zero-filling T-long buffers.
-    pieces = zip(*(x.split(sizes, dim=2) for x in (q, k, v, lr, momentum, decay)))
+    splits = zip(*(x.split([size for size, _ in pieces], dim=2) for x in (q, k, v, lr, momentum, decay)))
     outputs = []
-    for seen, piece in zip(itertools.accumulate(sizes), pieces):
-        y, w, s = _chunk(*piece, w_grad, w, s, act)
-        outputs.append(y)
-        if (position + seen) % chunk_size == 0:
-            w_grad = w
+    for (size, n), piece in zip(pieces, splits):
+        piece = [x.unflatten(2, (size // n, n)) for x in piece]
+        resumed = position % chunk_size != 0
+        y, w_next, s = _chunks(*piece, w, s, act, grad_weights=w_grad if resumed else None)
+        outputs.append(y.flatten(2, 3))
+        position += size
+        w_grad = w_next if position % chunk_size == 0 else (w_grad if resumed else w)
+        w = w_next
 
     y = torch.cat(outputs, dim=2).transpose(1, 2).to(out_dtype)
     w_grad = [G.expand_as(W) for G, W in zip(w_grad, w)]   # the initial weights are shared by the batch
-    return y, MemoryState(w, s, w_grad, position + T, chunk_size)
+    return y, MemoryState(w, s, w_grad, position, chunk_size)
