@@ -2,7 +2,7 @@
 VENV ?= .venv
 PYTHON := $(VENV)/bin/python
 
-.PHONY: setup test bench clean
+.PHONY: setup test docs bench clean
 setup: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml scripts/setup.sh
@@ -11,6 +11,10 @@ $(VENV)/.installed: pyproject.toml scripts/setup.sh
 
 test: setup
 	$(PYTHON) -m pytest
+
+docs: setup
+	VENV=$(VENV) EXTRAS=test,docs bash scripts/setup.sh
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --quiet --site-dir site
 
 bench: setup
 	VENV=$(VENV) EXTRAS=test,bench bash scripts/setup.sh

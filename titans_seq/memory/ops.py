@@ -54,8 +54,12 @@ def neural_memory(q: Tensor, k: Tensor, v: Tensor, lr: Tensor, momentum: Tensor,
     """Write (k, v) into the memory token by token and read q_t through the memory after token t.
 
     Args:
-        q, k: (B, T, H, Dk) queries and keys; v: (B, T, H, Dv) values.
-        lr, momentum, decay: (B, T, H) gates in [0, 1]: theta_t, eta_t and alpha_t of the paper.
+        q: (B, T, H, Dk) queries.
+        k: (B, T, H, Dk) keys.
+        v: (B, T, H, Dv) values.
+        lr: (B, T, H) learning rates theta_t in [0, 1].
+        momentum: (B, T, H) momentum gates eta_t in [0, 1].
+        decay: (B, T, H) forgetting gates alpha_t in [0, 1].
         weights: L tensors (H, D_{l-1}, D_l), D_0 = Dk and D_L = Dv: the initial memory, shared by
             the batch (ignored when ``state`` is given).
         chunk_size: gradients inside a chunk [nb, (n+1)b) are taken at the weights entering it.
