@@ -11,6 +11,12 @@ from .chunked import chunked_neural_memory, memory_mlp
 from .state import MemoryState
 
 BACKENDS: dict[str, Callable[..., tuple[Tensor, MemoryState]]] = {"torch": chunked_neural_memory}
+try:
+    from .triton_backend import triton_neural_memory
+except ImportError:   # no triton: the torch backend serves every device
+    pass
+else:
+    BACKENDS["triton"] = triton_neural_memory
 
 
 def resolve_backend(backend: str, device: torch.device) -> str:
