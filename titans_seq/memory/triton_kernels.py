@@ -67,8 +67,8 @@ def _chunk_coefficients(lr, eta, alpha, length, BT: tl.constexpr, PRECISION: tl.
     log_eta = tl.cumsum(tl.log(tl.maximum(eta, 1e-30)), axis=0)
     log_keep = tl.cumsum(tl.log(tl.maximum(1.0 - alpha, 1e-30)), axis=0)
     lower = t[:, None] >= t[None, :]
-    eta_seg = tl.where(lower, tl.exp(log_eta[:, None] - log_eta[None, :]), 0.0)
-    keep_seg = tl.where(lower, tl.exp(log_keep[:, None] - log_keep[None, :]), 0.0)
+    eta_seg = tl.exp(tl.where(lower, log_eta[:, None] - log_eta[None, :], float("-inf")))
+    keep_seg = tl.exp(tl.where(lower, log_keep[:, None] - log_keep[None, :], float("-inf")))
     coef = tl.dot(keep_seg, eta_seg, input_precision=PRECISION) * lr[None, :]
     gamma = tl.exp(log_keep)
     eta_cum = tl.exp(log_eta)

@@ -1,0 +1,114 @@
+"""The Triton backend against the torch backend: outputs, every gradient, state, streaming.
+
+On a CPU these run in Triton's interpreter (tests/conftest.py), on small shapes.
+"""
+import pytest
+import torch
+
+from titans_seq.memory import neural_memory
+from titans_seq.memory.ops import BACKENDS
+
+from .test_operator import make_inputs, rel_err
+
+pytestmark = pytest.mark.skipif("triton" not in BACKENDS, reason="triton is not installed")
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def inputs(dims, T=37, B=2, H=2, seed=0, dtype=torch.float32, requires_grad=False):
+    tensors, _ = make_inputs(B=B, T=T, H=H, dims=dims, dtype=torch.float64, seed=seed)
+    tensors = [t.to(DEVICE, dtype).requires_grad_(requires_grad) for t in tensors]
+    return tensors[:6], tensors[6:]
+
+
+def run(gates_and_qkv, weights, backend, **kw):
+    return neural_memory(*gates_and_qkv, weights, backend=backend, **kw)
+
+
+CASES = [  # (Dk, hidden..., Dv), chunk size
+    ((16, 16), 16),
+    ((128, 128), 128),       # the largest head and chunk
+    ((64, 128, 64), 64),
+    ((32, 24), 16),
+    ((16, 64, 16), 16),      # expansion 4
+    ((24, 24, 24), 32),      # expansion 1, head dim not a power of two
+    ((16, 32, 16), 24),      # chunk size not a power of two
+]
+
+
+@pytest.mark.parametrize("dims,chunk", CASES)
+@pytest.mark.parametrize("activation", ["silu", "gelu"])
+def test_forward_and_state_match_torch(dims, chunk, activation):
+    x, W = inputs(dims, T=chunk + 21, seed=len(dims) + chunk)
+    y_ref, ref = run(x, W, "torch", chunk_size=chunk, activation=activation)
+    y, state = run(x, W, "triton", chunk_size=chunk, activation=activation)
+    assert rel_err(y, y_ref) <= 1e-4
+    for a, b in zip(state.weights + state.momentum + state.chunk_weights,
+                    ref.weights + ref.momentum + ref.chunk_weights):
+        assert rel_err(a, b) <= 1e-4
+    assert state.position == ref.position
+
+
+@pytest.mark.parametrize("dims", [(16, 16), (16, 32, 16)])
+def test_kernel_writes_every_output(dims):
+    from titans_seq.memory.triton_backend import memory_forward
+
+    x, W = inputs(dims, T=41)
+    y, w_bufs, s_bufs = memory_forward(*x, [w.unsqueeze(0) for w in W], None, None, chunk_size=16,
+                                       position=0, activation="silu", fill_nan=True)
+    assert not y.isnan().any()
+    N = w_bufs[0].shape[2] - 2
+    for buf in w_bufs + s_bufs:
+        assert not buf[:, :, :N + 1].isnan().any()
+
+
+@pytest.mark.parametrize("dims,chunk", [((16, 16), 16), ((16, 32, 16), 16), ((24, 48, 16), 24)])
+def test_gradients_match_torch(dims, chunk):
+    x, W = inputs(dims, T=29, seed=3, requires_grad=True)
+    probe = torch.randn(2, 29, 2, dims[-1], device=DEVICE)
+    grads = {}
+    for backend in ("torch", "triton"):
+        y, state = run(x, W, backend, chunk_size=chunk)
+        loss = (y * probe).sum() + sum(w.square().sum() for w in state.weights + state.momentum)
+        grads[backend] = torch.autograd.grad(loss, [*x, *W])
+    for g, g_ref in zip(grads["triton"], grads["torch"]):
+        assert rel_err(g, g_ref) <= 1e-4
+
+
+@pytest.mark.parametrize("dims", [(16, 16), (16, 32, 16)])
+def test_split_invariance_and_gradients_through_state(dims):
+    x, W = inputs(dims, T=40, seed=5, requires_grad=True)
+    y_whole, _ = run(x, W, "torch", chunk_size=16)
+    ys, state = [], None
+    for a, b in ((0, 7), (7, 9), (9, 30), (30, 40)):     # cuts inside chunks and on a boundary
+        y, state = run([t[:, a:b] for t in x], W, "triton", chunk_size=16, state=state)
+        ys.append(y)
+    y_split = torch.cat(ys, 1)
+    assert rel_err(y_split, y_whole) <= 1e-4
+    g_split = torch.autograd.grad(y_split.square().sum(), [*x, *W])
+    g_whole = torch.autograd.grad(y_whole.square().sum(), [*x, *W])
+    for a, b in zip(g_split, g_whole):
+        assert rel_err(a, b) <= 1e-4
+
+
+def test_bfloat16_inputs():
+    x, W = inputs((16, 32, 16), T=33, seed=2)
+    y_ref, _ = run(x, W, "torch", chunk_size=16)
+    y, state = run([t.bfloat16() for t in x], W, "triton", chunk_size=16)
+    assert y.dtype == torch.bfloat16 and state.weights[0].dtype == torch.float32
+    assert rel_err(y.float(), y_ref) <= 2e-2
+
+
+def test_deep_memory_falls_back_to_torch_with_a_warning():
+    x, W = inputs((16, 16, 16, 16), T=20)
+    y_ref, _ = run(x, W, "torch", chunk_size=16)
+    with pytest.warns(UserWarning, match="depth 3 runs on the torch backend"):
+        y, _ = run(x, W, "triton", chunk_size=16)
+    assert torch.equal(y, y_ref)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="CPU-only check")
+def test_cpu_tensors_need_the_interpreter(monkeypatch):
+    monkeypatch.delenv("TRITON_INTERPRET")
+    x, W = inputs((16, 16), T=8)
+    with pytest.raises(ValueError, match="CUDA"):
+        run(x, W, "triton", chunk_size=16)
