@@ -49,25 +49,31 @@ def test_forward_and_state_match_torch(dims, chunk, activation):
 
 
 @pytest.mark.parametrize("dims", [(16, 16), (16, 32, 16)])
-def test_kernel_writes_every_output(dims):
-    from titans_seq.memory.triton_backend import memory_forward
+def test_kernels_write_every_output(dims):
+    from titans_seq.memory.triton_backend import memory_backward, memory_forward
 
     x, W = inputs(dims, T=41)
-    y, w_bufs, s_bufs = memory_forward(*x, [w.unsqueeze(0) for w in W], None, None, chunk_size=16,
-                                       position=0, activation="silu", fill_nan=True)
+    kw = dict(chunk_size=16, position=0, activation="silu")
+    y, w_bufs, s_bufs = memory_forward(*x, [w.unsqueeze(0) for w in W], None, None, fill_nan=True, **kw)
     assert not y.isnan().any()
     N = w_bufs[0].shape[2] - 2
     for buf in w_bufs + s_bufs:
         assert not buf[:, :, :N + 1].isnan().any()
+    zeros = [torch.zeros_like(b[:, :, 0]) for b in w_bufs]
+    *token_grads, d_w, d_s, _ = memory_backward((*x, *w_bufs, *s_bufs), torch.randn_like(y), zeros, zeros,
+                                                zeros, has_grad_weights=False, fill_nan=True, **kw)
+    for g in token_grads + d_w + d_s:
+        assert not g.isnan().any()
 
 
-@pytest.mark.parametrize("dims,chunk", [((16, 16), 16), ((16, 32, 16), 16), ((24, 48, 16), 24)])
-def test_gradients_match_torch(dims, chunk):
+@pytest.mark.parametrize("dims,chunk,activation", [((16, 16), 16, "silu"), ((16, 32, 16), 16, "silu"),
+                                                   ((24, 48, 16), 24, "gelu"), ((16, 32, 16), 16, "relu")])
+def test_gradients_match_torch(dims, chunk, activation):
     x, W = inputs(dims, T=29, seed=3, requires_grad=True)
     probe = torch.randn(2, 29, 2, dims[-1], device=DEVICE)
     grads = {}
     for backend in ("torch", "triton"):
-        y, state = run(x, W, backend, chunk_size=chunk)
+        y, state = run(x, W, backend, chunk_size=chunk, activation=activation)
         loss = (y * probe).sum() + sum(w.square().sum() for w in state.weights + state.momentum)
         grads[backend] = torch.autograd.grad(loss, [*x, *W])
     for g, g_ref in zip(grads["triton"], grads["torch"]):
@@ -91,11 +97,16 @@ def test_split_invariance_and_gradients_through_state(dims):
 
 
 def test_bfloat16_inputs():
-    x, W = inputs((16, 32, 16), T=33, seed=2)
+    x, W = inputs((16, 32, 16), T=33, seed=2, requires_grad=True)
     y_ref, _ = run(x, W, "torch", chunk_size=16)
-    y, state = run([t.bfloat16() for t in x], W, "triton", chunk_size=16)
+    x16 = [t.detach().bfloat16().requires_grad_() for t in x]
+    y, state = run(x16, W, "triton", chunk_size=16)
     assert y.dtype == torch.bfloat16 and state.weights[0].dtype == torch.float32
     assert rel_err(y.float(), y_ref) <= 2e-2
+    grads = torch.autograd.grad(y.float().square().sum(), [*x16, *W])
+    grads_ref = torch.autograd.grad(y_ref.square().sum(), [*x, *W])
+    for g, g_ref in zip(grads, grads_ref):
+        assert rel_err(g.float(), g_ref) <= 2e-2
 
 
 def test_deep_memory_falls_back_to_torch_with_a_warning():

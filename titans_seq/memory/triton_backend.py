@@ -1,9 +1,8 @@
-"""The Triton backend: the fused forward kernel tied to a chunk-recomputing backward.
+"""The Triton backend: fused forward and backward kernels tied together by an autograd Function.
 
-The forward kernel keeps the memory in float32 and saves the state entering every chunk. The
-backward walks the chunks in reverse and recomputes each one from its saved state with the
-torch dual form (`chunked._chunks`), so memory stays linear in T and the gradients are those of
-the reference implementation.
+The forward kernel keeps the memory in float32 and saves the state entering every chunk, the
+only per-chunk tensors kept; the backward kernel walks the chunks in reverse and recomputes
+each one from its saved state, so memory grows linearly in T.
 """
 from __future__ import annotations
 
@@ -14,9 +13,9 @@ import torch
 import triton
 from torch import Tensor
 
-from .chunked import _chunks, chunked_neural_memory
-from .activations import get_activation
+from .chunked import chunked_neural_memory
 from .state import MemoryState
+from .triton_backward_kernels import memory_bwd_depth1_kernel, memory_bwd_depth2_kernel
 from .triton_kernels import GELU, RELU, SILU, memory_fwd_depth1_kernel, memory_fwd_depth2_kernel
 
 ACTIVATION_CODES = {"silu": SILU, "gelu": GELU, "relu": RELU}
@@ -43,15 +42,13 @@ def memory_forward(q: Tensor, k: Tensor, v: Tensor, lr: Tensor, eta: Tensor, alp
 
     ``weights``/``momentum`` are the state entering the first chunk, (B or 1, H, Din, Dout);
     ``grad_weights`` the weights the first chunk takes its gradients at, when it resumes a chunk.
-    Returns y (B, T, H, Dv) in q's dtype, and per layer the float32 state buffers
+    q, k, v and the gates must be contiguous. Returns y (B, T, H, Dv) in q's dtype, and per layer the float32 state buffers
     (B, H, N + 2, Din, Dout) of W and S (slot c: entering chunk c). ``fill_nan`` poisons every
     output first, so that a test can see that the kernel wrote all of it.
     """
     B, T, H, DK = q.shape
     DV = v.shape[-1]
     first, N = _chunk_layout(T, chunk_size, position)
-    q, k, v = (x.contiguous() for x in (q, k, v))
-    lr, eta, alpha = (g.contiguous() for g in (lr, eta, alpha))
     fill = float("nan") if fill_nan else 0.0
     y = torch.full((B, T, H, DV), fill, dtype=q.dtype, device=q.device)
     w_bufs, s_bufs = [], []
@@ -87,6 +84,68 @@ def memory_forward(q: Tensor, k: Tensor, v: Tensor, lr: Tensor, eta: Tensor, alp
     return y, w_bufs, s_bufs
 
 
+def memory_backward(saved: tuple[Tensor, ...], dy: Tensor, d_final_w: list[Tensor], d_final_s: list[Tensor],
+                    d_last_entering: list[Tensor], *, chunk_size: int, position: int, activation: str,
+                    has_grad_weights: bool, fill_nan: bool = False):
+    """Run the backward kernel over the chunks in reverse.
+
+    ``saved`` is (q, k, v, lr, eta, alpha, W buffers..., S buffers...) from :func:`memory_forward`;
+    the d_* lists are the gradients of its final weights, final momentum and the weights entering
+    its last chunk. Returns float32 gradients of q, k, v, lr, eta, alpha and, per layer, of the
+    entering weights, the entering momentum and the gradient weights of a resumed first chunk.
+    ``fill_nan`` poisons the token gradients first, so that a test can see that all were written.
+    """
+    q, k, v, lr, eta, alpha = saved[:6]
+    L = (len(saved) - 6) // 2
+    w_bufs, s_bufs = saved[6:6 + L], saved[6 + L:]
+    B, T, H, DK = q.shape
+    DV = v.shape[-1]
+    first, N = _chunk_layout(T, chunk_size, position)
+    dy = dy.contiguous()
+    fill = float("nan") if fill_nan else 0.0
+    d_qkv = [torch.full(x.shape, fill, dtype=torch.float32, device=x.device) for x in (q, k, v)]
+    d_gates = [torch.full(g.shape, fill, dtype=torch.float32, device=g.device) for g in (lr, eta, alpha)]
+    dw_bufs, ds_bufs = [], []
+    for layer, buf in enumerate(w_bufs):
+        dw = torch.zeros(B, H, 2, *buf.shape[-2:], dtype=torch.float32, device=q.device)
+        ds = torch.zeros_like(dw)
+        dw[:, :, 0] = d_final_w[layer]
+        ds[:, :, 0] = d_final_s[layer]
+        dw_bufs.append(dw)
+        ds_bufs.append(ds)
+
+    def jump(buf: Tensor) -> int:
+        return (N + 1) * buf.shape[-2] * buf.shape[-1] if has_grad_weights else 0
+
+    common = dict(HAS_GRAD_WEIGHTS=has_grad_weights, ACT=ACTIVATION_CODES[activation],
+                  PRECISION="ieee" if q.dtype in (torch.float32, torch.float64) else "tf32",
+                  BT=_block(chunk_size), BK=_block(DK))
+    strides = (*q.stride()[:3], *v.stride()[:3], *lr.stride())
+
+    def launch(c_lo: int, c_hi: int) -> None:
+        if L == 1:
+            memory_bwd_depth1_kernel[(B * H,)](
+                q, k, v, lr, eta, alpha, dy, w_bufs[0], s_bufs[0], *d_qkv, *d_gates, dw_bufs[0], ds_bufs[0],
+                T, H, N, first, chunk_size, DK, DV, jump(w_bufs[0]), c_lo, c_hi, *strides,
+                BLOCK_H=_block(DV, 64), **common)
+        else:
+            DH = w_bufs[0].shape[-1]
+            scratch = torch.empty(2, B * H, _block(chunk_size), DH, dtype=torch.float32, device=q.device)
+            memory_bwd_depth2_kernel[(B * H,)](
+                q, k, v, lr, eta, alpha, dy, w_bufs[0], s_bufs[0], w_bufs[1], s_bufs[1], *d_qkv, *d_gates,
+                dw_bufs[0], ds_bufs[0], dw_bufs[1], ds_bufs[1], scratch[0], scratch[1],
+                T, H, N, first, chunk_size, DK, DH, DV, jump(w_bufs[0]), jump(w_bufs[1]), c_lo, c_hi, *strides,
+                BV=_block(DV), BLOCK_H=_block(DH, 64), **common)
+
+    launch(N - 1, N)
+    for dw, extra in zip(dw_bufs, d_last_entering):   # the last chunk's entering weights were an output too
+        dw[:, :, 0] += extra
+    if N > 1:
+        launch(0, N - 1)
+    return (*d_qkv, *d_gates, [dw[:, :, 0] for dw in dw_bufs], [ds[:, :, 0] for ds in ds_bufs],
+            [dw[:, :, 1] for dw in dw_bufs])
+
+
 class TritonMemoryFunction(torch.autograd.Function):
     """Inputs: q, k, v, lr, eta, alpha, then L initial weights, L momenta (if any), L gradient weights (if any).
 
@@ -96,7 +155,7 @@ class TritonMemoryFunction(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, meta: dict, *tensors: Tensor):
-        q, k, v, lr, eta, alpha = tensors[:6]
+        q, k, v, lr, eta, alpha = (x.contiguous() for x in tensors[:6])   # the kernels share one layout
         L = meta["depth"]
         weights = list(tensors[6:6 + L])
         momentum = list(tensors[6 + L:6 + 2 * L]) if meta["has_momentum"] else None
@@ -116,55 +175,24 @@ class TritonMemoryFunction(torch.autograd.Function):
     @staticmethod
     def backward(ctx, dy: Tensor, *d_state: Tensor):
         meta = ctx.meta
-        L, chunk_size = meta["depth"], meta["chunk_size"]
-        q, k, v, lr, eta, alpha = ctx.saved_tensors[:6]
-        w_bufs = ctx.saved_tensors[6:6 + L]
-        s_bufs = ctx.saved_tensors[6 + L:6 + 2 * L]
-        N = w_bufs[0].shape[2] - 2
-        T = q.shape[1]
-        first, _ = _chunk_layout(T, chunk_size, meta["position"])
-        act = get_activation(meta["activation"])
-        resumed = meta["has_grad_weights"]
+        L = meta["depth"]
+        saved = ctx.saved_tensors
+        w_bufs = saved[6:6 + L]
 
-        def zeros_if_none(grads, bufs):
-            return [torch.zeros_like(b[:, :, 0]) if g is None else g.float() for g, b in zip(grads, bufs)]
+        def dense(grads):
+            return [torch.zeros_like(b[:, :, 0]) if g is None else g.float() for g, b in zip(grads, w_bufs)]
 
-        d_w = zeros_if_none(d_state[:L], w_bufs)
-        d_s = zeros_if_none(d_state[L:2 * L], s_bufs)
-        d_last_entering = zeros_if_none(d_state[2 * L:], w_bufs)
-        inputs = (q, k, v, lr, eta, alpha)
-        d_inputs = [torch.zeros(x.shape, dtype=torch.float32, device=x.device) for x in inputs]
-        d_grad_weights = None
-        for c in reversed(range(N)):
-            start = 0 if c == 0 else first + (c - 1) * chunk_size
-            end = min(T, first if c == 0 else start + chunk_size)
-            pieces = [x[:, start:end].float().transpose(1, 2).unsqueeze(2).requires_grad_() for x in inputs]
-            W_c = [buf[:, :, c].clone().requires_grad_() for buf in w_bufs]
-            S_c = [buf[:, :, c].clone().requires_grad_() for buf in s_bufs]
-            G_c = [buf[:, :, N + 1].clone().requires_grad_() for buf in w_bufs] if resumed and c == 0 else None
-            with torch.enable_grad():
-                y_c, W_next, S_next = _chunks(*pieces, W_c, S_c, act, grad_weights=G_c)
-            outputs = [y_c, *W_next, *S_next]
-            grads_out = [dy[:, start:end].float().transpose(1, 2).unsqueeze(2), *d_w, *d_s]
-            wrt = [*pieces, *W_c, *S_c, *(G_c or [])]
-            grads = torch.autograd.grad(outputs, wrt, grads_out, allow_unused=True)
-            for d_full, g in zip(d_inputs, grads[:6]):
-                if g is not None:
-                    d_full[:, start:end] = g.squeeze(2).transpose(1, 2)
-            d_w = zeros_if_none(grads[6:6 + L], w_bufs)
-            if c == N - 1:
-                d_w = [d + extra for d, extra in zip(d_w, d_last_entering)]
-            d_s = zeros_if_none(grads[6 + L:6 + 2 * L], s_bufs)
-            if G_c is not None:
-                d_grad_weights = zeros_if_none(grads[6 + 2 * L:], w_bufs)
-
-        grads = [d.to(x.dtype) for d, x in zip(d_inputs, inputs)]
+        *d_inputs, d_w, d_s, d_gw = memory_backward(
+            saved, dy, dense(d_state[:L]), dense(d_state[L:2 * L]), dense(d_state[2 * L:]),
+            chunk_size=meta["chunk_size"], position=meta["position"], activation=meta["activation"],
+            has_grad_weights=meta["has_grad_weights"])
+        grads = [d.to(x.dtype) for d, x in zip(d_inputs, saved[:6])]
         shapes = ctx.input_shapes[6:]
         grads += [d.sum(0) if len(shape) == 3 else d for d, shape in zip(d_w, shapes[:L])]
         if meta["has_momentum"]:
             grads += d_s
-        if resumed:
-            grads += d_grad_weights
+        if meta["has_grad_weights"]:
+            grads += d_gw
         return (None, *grads)
 
 
