@@ -123,3 +123,21 @@ def test_cpu_tensors_need_the_interpreter(monkeypatch):
     x, W = inputs((16, 16), T=8)
     with pytest.raises(ValueError, match="CUDA"):
         run(x, W, "triton", chunk_size=16)
+
+
+@pytest.mark.parametrize("dims", [(16, 16), (16, 32, 16)])
+def test_gates_at_their_bounds(dims):
+    """Momentum 0, full forgetting, learning rate 0: products hit exact zeros, gradients stay exact."""
+    x, W = inputs(dims, T=26, seed=8)
+    lr, eta, alpha = x[3].clone(), x[4].clone(), x[5].clone()
+    eta[:, ::3] = 0.0
+    alpha[:, 5] = 1.0
+    lr[:, 7] = 0.0
+    x = [*x[:3], lr, eta, alpha]
+    x = [t.detach().requires_grad_() for t in x]
+    grads = {}
+    for backend in ("torch", "triton"):
+        y, state = run(x, W, backend, chunk_size=16)
+        grads[backend] = torch.autograd.grad(y.square().sum() + state.momentum[0].sum(), x)
+    for g, g_ref in zip(grads["triton"], grads["torch"]):
+        assert rel_err(g, g_ref) <= 1e-4

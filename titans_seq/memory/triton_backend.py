@@ -80,7 +80,7 @@ def memory_forward(q: Tensor, k: Tensor, v: Tensor, lr: Tensor, eta: Tensor, alp
         memory_fwd_depth2_kernel[(B * H,)](
             q, k, v, lr, eta, alpha, y, w_bufs[0], s_bufs[0], w_bufs[1], s_bufs[1],
             T, H, N, first, chunk_size, DK, DH, DV, jump(w_bufs[0]), jump(w_bufs[1]), *strides,
-            BV=_block(DV), BLOCK_H=_block(DH, 64), **common)
+            BV=_block(DV), BLOCK_H=_block(DH, 64), num_warps=8, **common)
     return y, w_bufs, s_bufs
 
 
@@ -135,7 +135,7 @@ def memory_backward(saved: tuple[Tensor, ...], dy: Tensor, d_final_w: list[Tenso
                 q, k, v, lr, eta, alpha, dy, w_bufs[0], s_bufs[0], w_bufs[1], s_bufs[1], *d_qkv, *d_gates,
                 dw_bufs[0], ds_bufs[0], dw_bufs[1], ds_bufs[1], scratch[0], scratch[1],
                 T, H, N, first, chunk_size, DK, DH, DV, jump(w_bufs[0]), jump(w_bufs[1]), c_lo, c_hi, *strides,
-                BV=_block(DV), BLOCK_H=_block(DH, 64), **common)
+                BV=_block(DV), BLOCK_H=_block(DH, 32), num_warps=8, **common)
 
     launch(N - 1, N)
     for dw, extra in zip(dw_bufs, d_last_entering):   # the last chunk's entering weights were an output too

@@ -12,7 +12,8 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-from .triton_kernels import _act, _act_grad, _chunk_bounds, _chunk_coefficients, _load_chunk, _load_tile, _store_tile
+from .triton_kernels import (_act, _act_grad, _chunk_bounds, _chunk_coefficients, _load_chunk, _load_tile,
+                             _segment_products, _store_tile)
 
 
 @triton.jit
@@ -32,41 +33,56 @@ def _scalar_zero(BT: tl.constexpr):
 
 
 @triton.jit
+def _previous(x, BT: tl.constexpr):
+    """x_{t-1} (0 at t = 0)."""
+    t = tl.arange(0, BT)
+    return tl.sum(tl.where(t[:, None] - 1 == t[None, :], x[None, :], 0.0), axis=1)
+
+
+@triton.jit
+def _gate_gradient(x, d_seg, d_cum, BT: tl.constexpr, PRECISION: tl.constexpr):
+    """d/dx_j of sum(d_seg * seg(x)) + sum(d_cum * cumprod(x)), without dividing by x_j.
+
+    The products containing x_j, less x_j itself, split at j: seg[t, s] without x_j is
+    seg[t, j] * excl[j, s], with excl[j, s] = prod_{s < i < j} x_i; likewise cumprod.
+    """
+    t = tl.arange(0, BT)
+    seg = _segment_products(x, BT)
+    before = _previous(x, BT)
+    excl = tl.where(t[:, None] > t[None, :],
+                    tl.cumprod(tl.where(t[:, None] - 1 > t[None, :], before[:, None], 1.0), axis=0), 0.0)
+    cum_before = tl.where(t == 0, 1.0, _previous(tl.cumprod(x, axis=0), BT))
+    mixed = tl.dot(d_seg, tl.trans(excl), input_precision=PRECISION)
+    return tl.sum(seg * mixed, axis=0) + cum_before * tl.sum(seg * d_cum[:, None], axis=0)
+
+
+@triton.jit
 def _coefficients_backward(lr, eta, alpha, length, d_coef, d_gamma, d_delta, d_wc, d_sc, d_g, d_d, d_p,
                            BT: tl.constexpr, PRECISION: tl.constexpr):
     """Gradients of theta, eta, alpha from those of the outputs of `_chunk_coefficients`."""
     t = tl.arange(0, BT)
     lower = t[:, None] >= t[None, :]
     last = t == length - 1
-    log_eta = tl.cumsum(tl.log(tl.maximum(eta, 1e-30)), axis=0)
-    log_keep = tl.cumsum(tl.log(tl.maximum(1.0 - alpha, 1e-30)), axis=0)
-    eta_seg = tl.exp(tl.where(lower, log_eta[:, None] - log_eta[None, :], float("-inf")))
-    keep_seg = tl.exp(tl.where(lower, log_keep[:, None] - log_keep[None, :], float("-inf")))
+    keep = 1.0 - alpha
+    eta_seg = _segment_products(eta, BT)
+    keep_seg = _segment_products(keep, BT)
     mixed = tl.dot(keep_seg, eta_seg, input_precision=PRECISION)
-    gamma = tl.exp(log_keep)
-    eta_cum = tl.exp(log_eta)
+    eta_cum = tl.cumprod(eta, axis=0)
 
     # The end-of-chunk coefficients are entries of the full ones.
     d_coef = tl.where(lower, d_coef + tl.where(last[:, None], d_wc[None, :], 0.0), 0.0)
-    d_eta_seg = tl.where(last[:, None], (d_sc * lr)[None, :], 0.0)
     d_lr = d_sc * tl.sum(tl.where(last[:, None], eta_seg, 0.0), axis=0) + tl.sum(d_coef * mixed, axis=0)
     d_gamma = d_gamma + tl.where(last, d_g, 0.0)
     d_delta = d_delta + tl.where(last, d_d, 0.0)
     d_eta_cum = tl.where(last, d_p, 0.0) + tl.sum(keep_seg * d_delta[:, None], axis=0)
-
     d_mixed = d_coef * lr[None, :]
     d_keep_seg = tl.dot(d_mixed, tl.trans(eta_seg), input_precision=PRECISION) + d_delta[:, None] * eta_cum[None, :]
-    d_eta_seg += tl.dot(tl.trans(keep_seg), d_mixed, input_precision=PRECISION)
-    # seg[t, r] = exp(L_t - L_r) for t >= r; L is the cumulative sum of the log-gates.
-    x_keep = tl.where(lower, d_keep_seg * keep_seg, 0.0)
-    x_eta = tl.where(lower, d_eta_seg * eta_seg, 0.0)
-    d_log_keep = tl.sum(x_keep, axis=1) - tl.sum(x_keep, axis=0) + d_gamma * gamma
-    d_log_eta = tl.sum(x_eta, axis=1) - tl.sum(x_eta, axis=0) + d_eta_cum * eta_cum
-    suffix_keep = tl.sum(d_log_keep, axis=0) - tl.cumsum(d_log_keep, axis=0) + d_log_keep
-    suffix_eta = tl.sum(d_log_eta, axis=0) - tl.cumsum(d_log_eta, axis=0) + d_log_eta
-    keep = 1.0 - alpha
-    d_alpha = -tl.where(keep > 1e-30, suffix_keep / keep, 0.0)
-    d_eta = tl.where(eta > 1e-30, suffix_eta / eta, 0.0)
+    d_eta_seg = (tl.dot(tl.trans(keep_seg), d_mixed, input_precision=PRECISION)
+                 + tl.where(last[:, None], (d_sc * lr)[None, :], 0.0))
+    d_keep_seg = tl.where(lower, d_keep_seg, 0.0)
+    d_eta_seg = tl.where(lower, d_eta_seg, 0.0)
+    d_eta = _gate_gradient(eta, d_eta_seg, d_eta_cum, BT, PRECISION)
+    d_alpha = -_gate_gradient(keep, d_keep_seg, d_gamma, BT, PRECISION)
     return d_lr, d_eta, d_alpha
 
 
@@ -174,6 +190,7 @@ def memory_bwd_depth1_kernel(
         _store_rows(dk_ptr + io, d_k, start, length, stride_t, DK, BT, BK)
         _store_gates(dlr_ptr + gates, deta_ptr + gates, dalpha_ptr + gates, d_lr, d_eta, d_alpha,
                      start, length, stride_gt, BT)
+        tl.debug_barrier()   # the next chunk reads the state gradients stored here
 
 
 @triton.jit
@@ -216,7 +233,10 @@ def memory_bwd_depth2_kernel(
         here2 = (pid * (N + 2) + c) * DH * DV
         jump1 = tl.where(c == 0, GRAD_JUMP1, 0)
         jump2 = tl.where(c == 0, GRAD_JUMP2, 0)
-        to_slot1 = tl.where(c == 0, 1, 0) * HAS_GRAD_WEIGHTS   # 1: key-path gradients go to slot 1
+        if HAS_GRAD_WEIGHTS:   # 1: chunk 0's key-path gradients go to slot 1
+            to_slot1 = tl.where(c == 0, 1, 0)
+        else:
+            to_slot1 = tl.where(c == 0, 0, 0)
         kt = tl.trans(k)
 
         # Pass A: the last layer's error of the keys.
@@ -322,6 +342,7 @@ def memory_bwd_depth2_kernel(
             _store_tile(ds2_ptr + grads2 + j * DV, dS2, hid, dv_, DH - j, DV, DV)
 
         _store_tile(dv_ptr + vo + start * stride_vt, 2.0 * d_err2, t, dv_, length, DV, stride_vt)
+        tl.debug_barrier()   # pass C reads what other threads of this program stored in pass B
 
         # Pass C: the keys' forward path, now that d_err2 is complete.
         for j in range(0, DH, BLOCK_H):
@@ -351,3 +372,4 @@ def memory_bwd_depth2_kernel(
         _store_rows(dk_ptr + io, d_k, start, length, stride_t, DK, BT, BK)
         _store_gates(dlr_ptr + gates, deta_ptr + gates, dalpha_ptr + gates, d_lr, d_eta, d_alpha,
                      start, length, stride_gt, BT)
+        tl.debug_barrier()   # the next chunk reads the state gradients stored here

@@ -57,21 +57,23 @@ def _store_tile(ptr, value, rows, cols, n_rows, n_cols, stride_row):
 
 
 @triton.jit
-def _chunk_coefficients(lr, eta, alpha, length, BT: tl.constexpr, PRECISION: tl.constexpr):
-    """The chunk's coefficients: C theta (b x b), gamma, delta, and those of its last real token.
-
-    Segment products come from differences of cumulative logs; gates are clamped at 1e-30 so
-    that a gate of exactly 0 stays finite (its products then underflow to 0, as they should).
-    """
+def _segment_products(x, BT: tl.constexpr):
+    """out[t, s] = prod_{s < j <= t} x_j for t >= s, 0 above: a cumulative product, exact for zeros."""
     t = tl.arange(0, BT)
-    log_eta = tl.cumsum(tl.log(tl.maximum(eta, 1e-30)), axis=0)
-    log_keep = tl.cumsum(tl.log(tl.maximum(1.0 - alpha, 1e-30)), axis=0)
-    lower = t[:, None] >= t[None, :]
-    eta_seg = tl.exp(tl.where(lower, log_eta[:, None] - log_eta[None, :], float("-inf")))
-    keep_seg = tl.exp(tl.where(lower, log_keep[:, None] - log_keep[None, :], float("-inf")))
+    factors = tl.where(t[:, None] > t[None, :], x[:, None], 1.0)
+    return tl.where(t[:, None] >= t[None, :], tl.cumprod(factors, axis=0), 0.0)
+
+
+@triton.jit
+def _chunk_coefficients(lr, eta, alpha, length, BT: tl.constexpr, PRECISION: tl.constexpr):
+    """The chunk's coefficients: C theta (b x b), gamma, delta, and those of its last real token."""
+    t = tl.arange(0, BT)
+    keep = 1.0 - alpha
+    eta_seg = _segment_products(eta, BT)
+    keep_seg = _segment_products(keep, BT)
     coef = tl.dot(keep_seg, eta_seg, input_precision=PRECISION) * lr[None, :]
-    gamma = tl.exp(log_keep)
-    eta_cum = tl.exp(log_eta)
+    gamma = tl.cumprod(keep, axis=0)
+    eta_cum = tl.cumprod(eta, axis=0)
     delta = tl.sum(keep_seg * eta_cum[None, :], axis=1)
     last = t == length - 1
     w_coef = tl.sum(tl.where(last[:, None], coef, 0.0), axis=0)
@@ -152,6 +154,7 @@ def memory_fwd_depth1_kernel(
             S_new = p_end * S + tl.dot(kt, s_coef[:, None] * err, input_precision=PRECISION)
             _store_tile(w_ptr + there + j, W_new, dk, cols, DK, DV - j, DV)
             _store_tile(s_ptr + there + j, S_new, dk, cols, DK, DV - j, DV)
+        tl.debug_barrier()   # the next chunk reads the state stored here by other threads
 
 
 @triton.jit
@@ -230,3 +233,4 @@ def memory_fwd_depth2_kernel(
             _store_tile(s2_ptr + there2 + j * DV, S2_new, hid, dv, DH - j, DV, DV)
         y += tl.dot(coef * hidden_scores, err2, input_precision=PRECISION)
         _store_tile(y_ptr + vo + start * stride_vt, y, t, dv, length, DV, stride_vt)
+        tl.debug_barrier()   # the next chunk reads the state stored here by other threads
