@@ -12,8 +12,7 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-from .triton_kernels import (_act, _act_grad, _chunk_bounds, _chunk_coefficients, _load_chunk, _load_tile,
-                             _segment_products, _store_tile)
+from .triton_kernels import _act, _act_grad, _load_tile, _open_chunk, _program_offsets, _segment_products, _store_tile
 
 
 @triton.jit
@@ -28,8 +27,13 @@ def _act_grad2(z, ACT: tl.constexpr):
 
 
 @triton.jit
-def _scalar_zero(BT: tl.constexpr):
-    return tl.sum(tl.zeros((BT,), dtype=tl.float32), axis=0)
+def _zero_gradients(BT: tl.constexpr, BK: tl.constexpr):
+    """Zeroed accumulators: dq, dk (BT x BK); d gamma, d delta and the end-of-chunk token weights
+    (BT); the three end-of-chunk scalars."""
+    rows = tl.zeros((BT, BK), dtype=tl.float32)
+    tokens = tl.zeros((BT,), dtype=tl.float32)
+    scalar = tl.sum(tokens, axis=0)
+    return rows, rows, tokens, tokens, tokens, tokens, scalar, scalar, scalar
 
 
 @triton.jit
@@ -110,34 +114,21 @@ def memory_bwd_depth1_kernel(
     BT: tl.constexpr, BK: tl.constexpr, BLOCK_H: tl.constexpr,
 ):
     """Chunks C_HI - 1 down to C_LO of a linear memory; dw/ds hold the gradients of the state after C_HI - 1."""
-    pid = tl.program_id(0)
-    b, h = pid // H, pid % H
-    io = b * stride_b + h * stride_h
-    vo = b * stride_vb + h * stride_vh
-    gates = b * stride_gb + h * stride_gh
+    pid, io, vo, gates = _program_offsets(H, stride_b, stride_h, stride_vb, stride_vh, stride_gb, stride_gh)
     grads = pid * 2 * DK * DV
     t = tl.arange(0, BT)
     dk_ = tl.arange(0, BK)
     cols = tl.arange(0, BLOCK_H)
     for i in range(C_HI - C_LO):
         c = C_HI - 1 - i
-        start, length = _chunk_bounds(c, T, FIRST, CHUNK)
-        q, k, lr, eta, alpha = _load_chunk(q_ptr + io, k_ptr + io, lr_ptr + gates, eta_ptr + gates,
-                                           alpha_ptr + gates, start, length, stride_t, stride_gt, DK, BT, BK)
-        coef, gamma, delta, w_coef, s_coef, g_end, d_end, p_end = _chunk_coefficients(lr, eta, alpha, length, BT, PRECISION)
+        start, length, q, k, lr, eta, alpha, coef, gamma, delta, w_coef, s_coef, g_end, d_end, p_end = _open_chunk(
+            c, q_ptr + io, k_ptr + io, lr_ptr + gates, eta_ptr + gates, alpha_ptr + gates, T, FIRST, CHUNK, DK,
+            stride_t, stride_gt, BT, BK, PRECISION)
         qk = tl.dot(q, tl.trans(k), input_precision=PRECISION)
         scores = coef * qk
         here = (pid * (N + 2) + c) * DK * DV
         d_scores = tl.zeros((BT, BT), dtype=tl.float32)
-        d_q = tl.zeros((BT, BK), dtype=tl.float32)
-        d_k = tl.zeros((BT, BK), dtype=tl.float32)
-        d_gamma = tl.zeros((BT,), dtype=tl.float32)
-        d_delta = tl.zeros((BT,), dtype=tl.float32)
-        d_wc = tl.zeros((BT,), dtype=tl.float32)
-        d_sc = tl.zeros((BT,), dtype=tl.float32)
-        d_g = _scalar_zero(BT)
-        d_d = _scalar_zero(BT)
-        d_p = _scalar_zero(BT)
+        d_q, d_k, d_gamma, d_delta, d_wc, d_sc, d_g, d_d, d_p = _zero_gradients(BT, BK)
         for j in range(0, DV, BLOCK_H):
             W = _load_tile(w_ptr + here + j, dk_, cols, DK, DV - j, DV)
             S = _load_tile(s_ptr + here + j, dk_, cols, DK, DV - j, DV)
@@ -209,11 +200,7 @@ def memory_bwd_depth2_kernel(
     the first layer's error, leaving the key path's partial gradients (dA, dZ) in scratch; once
     the last layer's error gradient is complete, pass C finishes the key path.
     """
-    pid = tl.program_id(0)
-    b, h = pid // H, pid % H
-    io = b * stride_b + h * stride_h
-    vo = b * stride_vb + h * stride_vh
-    gates = b * stride_gb + h * stride_gh
+    pid, io, vo, gates = _program_offsets(H, stride_b, stride_h, stride_vb, stride_vh, stride_gb, stride_gh)
     grads1 = pid * 2 * DK * DH
     grads2 = pid * 2 * DH * DV
     scratch = pid * BT * DH
@@ -223,12 +210,11 @@ def memory_bwd_depth2_kernel(
     hid = tl.arange(0, BLOCK_H)
     for i in range(C_HI - C_LO):
         c = C_HI - 1 - i
-        start, length = _chunk_bounds(c, T, FIRST, CHUNK)
-        q, k, lr, eta, alpha = _load_chunk(q_ptr + io, k_ptr + io, lr_ptr + gates, eta_ptr + gates,
-                                           alpha_ptr + gates, start, length, stride_t, stride_gt, DK, BT, BK)
+        start, length, q, k, lr, eta, alpha, coef, gamma, delta, w_coef, s_coef, g_end, d_end, p_end = _open_chunk(
+            c, q_ptr + io, k_ptr + io, lr_ptr + gates, eta_ptr + gates, alpha_ptr + gates, T, FIRST, CHUNK, DK,
+            stride_t, stride_gt, BT, BK, PRECISION)
         v = _load_tile(v_ptr + vo + start * stride_vt, t, dv_, length, DV, stride_vt)
         dy = _load_tile(dy_ptr + vo + start * stride_vt, t, dv_, length, DV, stride_vt)
-        coef, gamma, delta, w_coef, s_coef, g_end, d_end, p_end = _chunk_coefficients(lr, eta, alpha, length, BT, PRECISION)
         here1 = (pid * (N + 2) + c) * DK * DH
         here2 = (pid * (N + 2) + c) * DH * DV
         jump1 = tl.where(c == 0, GRAD_JUMP1, 0)
@@ -254,15 +240,7 @@ def memory_bwd_depth2_kernel(
         d_coef = tl.zeros((BT, BT), dtype=tl.float32)
         d_scores1 = tl.zeros((BT, BT), dtype=tl.float32)
         d_err2 = tl.zeros((BT, BV), dtype=tl.float32)
-        d_q = tl.zeros((BT, BK), dtype=tl.float32)
-        d_k = tl.zeros((BT, BK), dtype=tl.float32)
-        d_gamma = tl.zeros((BT,), dtype=tl.float32)
-        d_delta = tl.zeros((BT,), dtype=tl.float32)
-        d_wc = tl.zeros((BT,), dtype=tl.float32)
-        d_sc = tl.zeros((BT,), dtype=tl.float32)
-        d_g = _scalar_zero(BT)
-        d_d = _scalar_zero(BT)
-        d_p = _scalar_zero(BT)
+        d_q, d_k, d_gamma, d_delta, d_wc, d_sc, d_g, d_d, d_p = _zero_gradients(BT, BK)
 
         # Pass B: reads, update and the first layer's error, tile by tile.
         for j in range(0, DH, BLOCK_H):

@@ -108,6 +108,25 @@ def _load_chunk(q_ptr, k_ptr, lr_ptr, eta_ptr, alpha_ptr, start, length, stride_
 
 
 @triton.jit
+def _program_offsets(H, stride_b, stride_h, stride_vb, stride_vh, stride_gb, stride_gh):
+    """This program's (batch, head): its index and the offsets of its q/k, v/y and gate rows."""
+    pid = tl.program_id(0)
+    b, h = pid // H, pid % H
+    return pid, b * stride_b + h * stride_h, b * stride_vb + h * stride_vh, b * stride_gb + h * stride_gh
+
+
+@triton.jit
+def _open_chunk(c, q_ptr, k_ptr, lr_ptr, eta_ptr, alpha_ptr, T, FIRST, CHUNK, DK, stride_t, stride_gt,
+                BT: tl.constexpr, BK: tl.constexpr, PRECISION: tl.constexpr):
+    """Chunk c's bounds, queries, keys, gates and coefficients (see `_chunk_coefficients`)."""
+    start, length = _chunk_bounds(c, T, FIRST, CHUNK)
+    q, k, lr, eta, alpha = _load_chunk(q_ptr, k_ptr, lr_ptr, eta_ptr, alpha_ptr, start, length,
+                                       stride_t, stride_gt, DK, BT, BK)
+    coef, gamma, delta, w_coef, s_coef, g_end, d_end, p_end = _chunk_coefficients(lr, eta, alpha, length, BT, PRECISION)
+    return start, length, q, k, lr, eta, alpha, coef, gamma, delta, w_coef, s_coef, g_end, d_end, p_end
+
+
+@triton.jit
 def memory_fwd_depth1_kernel(
     q_ptr, k_ptr, v_ptr, lr_ptr, eta_ptr, alpha_ptr, y_ptr, w_ptr, s_ptr,
     T, H, N, FIRST, CHUNK, DK, DV, GRAD_JUMP,
@@ -120,19 +139,14 @@ def memory_fwd_depth1_kernel(
     With HAS_GRAD_WEIGHTS, chunk 0 takes its gradients at the weights GRAD_JUMP elements past its
     own slot (the buffer's last slot) rather than at the weights entering it.
     """
-    pid = tl.program_id(0)
-    b, h = pid // H, pid % H
-    io = b * stride_b + h * stride_h
-    vo = b * stride_vb + h * stride_vh
-    gates = b * stride_gb + h * stride_gh
+    pid, io, vo, gates = _program_offsets(H, stride_b, stride_h, stride_vb, stride_vh, stride_gb, stride_gh)
     t = tl.arange(0, BT)
     dk = tl.arange(0, BK)
     cols = tl.arange(0, BLOCK_H)
     for c in range(N):
-        start, length = _chunk_bounds(c, T, FIRST, CHUNK)
-        q, k, lr, eta, alpha = _load_chunk(q_ptr + io, k_ptr + io, lr_ptr + gates, eta_ptr + gates,
-                                           alpha_ptr + gates, start, length, stride_t, stride_gt, DK, BT, BK)
-        coef, gamma, delta, w_coef, s_coef, g_end, d_end, p_end = _chunk_coefficients(lr, eta, alpha, length, BT, PRECISION)
+        start, length, q, k, lr, eta, alpha, coef, gamma, delta, w_coef, s_coef, g_end, d_end, p_end = _open_chunk(
+            c, q_ptr + io, k_ptr + io, lr_ptr + gates, eta_ptr + gates, alpha_ptr + gates, T, FIRST, CHUNK, DK,
+            stride_t, stride_gt, BT, BK, PRECISION)
         scores = coef * tl.dot(q, tl.trans(k), input_precision=PRECISION)
         kt = tl.trans(k)
         here = (pid * (N + 2) + c) * DK * DV
@@ -166,21 +180,16 @@ def memory_fwd_depth2_kernel(
     BT: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr, BLOCK_H: tl.constexpr,
 ):
     """A two-layer memory W1 (DK x DH), act, W2 (DH x DV), walked in BLOCK_H-wide hidden tiles."""
-    pid = tl.program_id(0)
-    b, h = pid // H, pid % H
-    io = b * stride_b + h * stride_h
-    vo = b * stride_vb + h * stride_vh
-    gates = b * stride_gb + h * stride_gh
+    pid, io, vo, gates = _program_offsets(H, stride_b, stride_h, stride_vb, stride_vh, stride_gb, stride_gh)
     t = tl.arange(0, BT)
     dk = tl.arange(0, BK)
     dv = tl.arange(0, BV)
     hid = tl.arange(0, BLOCK_H)
     for c in range(N):
-        start, length = _chunk_bounds(c, T, FIRST, CHUNK)
-        q, k, lr, eta, alpha = _load_chunk(q_ptr + io, k_ptr + io, lr_ptr + gates, eta_ptr + gates,
-                                           alpha_ptr + gates, start, length, stride_t, stride_gt, DK, BT, BK)
+        start, length, q, k, lr, eta, alpha, coef, gamma, delta, w_coef, s_coef, g_end, d_end, p_end = _open_chunk(
+            c, q_ptr + io, k_ptr + io, lr_ptr + gates, eta_ptr + gates, alpha_ptr + gates, T, FIRST, CHUNK, DK,
+            stride_t, stride_gt, BT, BK, PRECISION)
         v = _load_tile(v_ptr + vo + start * stride_vt, t, dv, length, DV, stride_vt)
-        coef, gamma, delta, w_coef, s_coef, g_end, d_end, p_end = _chunk_coefficients(lr, eta, alpha, length, BT, PRECISION)
         here1 = (pid * (N + 2) + c) * DK * DH
         here2 = (pid * (N + 2) + c) * DH * DV
         there1, there2 = here1 + DK * DH, here2 + DH * DV
