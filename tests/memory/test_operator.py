@@ -67,6 +67,15 @@ def test_float32_matches_float64_reference(depth):
     assert rel_err(y32.double(), y_ref) <= 1e-4
 
 
+def test_autocast_does_not_lower_the_memory_precision():
+    tensors, n = make_inputs(T=20, seed=3, dtype=torch.float32)
+    y, state = call(tensors, n, chunk_size=8)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y_auto, state_auto = call(tensors, n, chunk_size=8)
+    assert y_auto.dtype == torch.float32 and torch.equal(y_auto, y)
+    assert torch.equal(state_auto.weights[0], state.weights[0])
+
+
 def test_bfloat16_inputs_keep_float32_state():
     tensors, n = make_inputs(T=20, seed=3)
     y, state = call([t.bfloat16() for t in tensors], n, chunk_size=8)

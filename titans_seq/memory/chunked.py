@@ -126,6 +126,11 @@ def chunked_neural_memory(q: Tensor, k: Tensor, v: Tensor, lr: Tensor, momentum:
                           state: MemoryState | None = None,
                           activation: str = "silu") -> tuple[Tensor, MemoryState]:
     """The torch backend of :func:`titans_seq.memory.neural_memory` (arguments as there)."""
+    with torch.autocast(q.device.type, enabled=False):   # the memory learns in float32 under mixed precision
+        return _run(q, k, v, lr, momentum, decay, weights, chunk_size, state, activation)
+
+
+def _run(q, k, v, lr, momentum, decay, weights, chunk_size, state, activation):
     act = get_activation(activation)
     out_dtype = q.dtype
     dtype = torch.promote_types(q.dtype, torch.float32)
