@@ -1,0 +1,1 @@
+"""The packaged recipes (YAML), installed as ``titans_seq.recipes``."""

@@ -1,0 +1,4 @@
+"""Associative recall: a synthetic task generated in memory, the engine's built-in demo."""
+from .task import RecallConfig, RecallTask
+
+__all__ = ["RecallConfig", "RecallTask"]

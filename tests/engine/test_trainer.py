@@ -1,0 +1,111 @@
+import json
+
+import pytest
+import torch
+
+from titans_seq.engine.config import load_recipe
+from titans_seq.engine.errors import TrainingError
+from titans_seq.engine.trainer import Trainer, train
+from titans_seq.engine.distributed import init_process
+
+TINY = ["task.n_train=320", "task.n_val=32", "task.n_test=32", "model.d_model=16", "model.n_layers=1",
+        "model.n_heads=2", "model.chunk_size=4", "model.segment_len=8", "train.batch_size=16",
+        "train.log_every=1", "optim.warmup_steps=3"]
+
+
+def tiny_recipe(tmp_path, *more):
+    return load_recipe("demo", [*TINY, f"run.out_dir={tmp_path}", *more])
+
+
+def train_losses(run_dir):
+    """step -> loss from metrics.jsonl; a resumed run's later lines replace the earlier ones."""
+    losses = {}
+    for line in (run_dir / "metrics.jsonl").read_text().splitlines():
+        record = json.loads(line)
+        if record["split"] == "train":
+            losses[record["step"]] = record["loss"]
+    return losses
+
+
+def test_a_run_writes_config_metrics_checkpoints_and_a_test_record(tmp_path):
+    recipe = tiny_recipe(tmp_path, "train.max_steps=12", "train.eval_every=4", "train.save_every=4",
+                         "train.keep_checkpoints=2")
+    record = train(recipe)
+    run = recipe.run_dir
+    assert (run / "config.yaml").read_text().count("variant: mac") == 1
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["step-000008", "step-000012"]
+    assert (run / "best" / "COMPLETE").exists()
+    assert sorted(train_losses(run)) == list(range(1, 13))
+    saved = json.loads((run / "test_results.json").read_text())
+    assert saved == record
+    assert record["split"] == "test" and record["variant"] == "mac" and record["parameters"] > 0
+    assert set(record["metrics"]) == {"loss", "accuracy"} and record["tokens_per_s"] > 0
+    assert record["git_revision"]
+
+
+def test_killed_run_resumes_exactly(tmp_path, monkeypatch):
+    whole = tiny_recipe(tmp_path, "run.name=whole", "train.max_steps=14", "train.save_every=6",
+                        "train.eval_every=5")
+    train(whole)
+    expected = train_losses(whole.run_dir)
+
+    killed = tiny_recipe(tmp_path, "run.name=killed", "train.max_steps=14", "train.save_every=6",
+                         "train.eval_every=5")
+    original_step = Trainer._step
+
+    def step_then_die(self, model, batches):
+        if self.state.step == 9:        # after the checkpoint at step 6, mid-way to the next
+            raise KeyboardInterrupt
+        return original_step(self, model, batches)
+
+    monkeypatch.setattr(Trainer, "_step", step_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        train(killed)
+    monkeypatch.setattr(Trainer, "_step", original_step)
+    train(killed, resume=True)
+    resumed = train_losses(killed.run_dir)
+    assert resumed == expected      # exactly, every step, the re-done steps 7-9 included
+
+
+def test_early_stopping_and_best_checkpoint_selection(tmp_path):
+    recipe = tiny_recipe(tmp_path, "train.max_steps=40", "train.eval_every=2", "train.patience=1",
+                         "optim.lr=0.0", "optim.warmup_steps=1")   # nothing improves after the first evaluation
+    train(recipe)
+    history = [json.loads(line) for line in (recipe.run_dir / "metrics.jsonl").read_text().splitlines()
+               if json.loads(line)["split"] == "val"]
+    assert [h["step"] for h in history] == [2, 4]
+    best_state = json.loads((recipe.run_dir / "best" / "state.json").read_text())
+    assert best_state["best_step"] == 2
+
+
+def test_non_finite_losses_are_skipped_then_stop_the_run(tmp_path, monkeypatch, capsys):
+    recipe = tiny_recipe(tmp_path, "train.max_steps=10", "train.max_nonfinite=3", "train.save_every=2")
+    trainer = Trainer(recipe, init_process("cpu"))
+    real_loss = trainer.task.loss
+    calls = {"n": 0}
+
+    def loss(model, batch):
+        calls["n"] += 1
+        value = real_loss(model, batch)
+        return value * float("nan") if calls["n"] > 4 else value
+
+    trainer.task.loss = loss
+    with pytest.raises(TrainingError, match=r"3 non-finite losses in a row; last good checkpoint: .*step-000004"):
+        trainer.fit()
+    assert "non-finite loss, step skipped (1/3 in a row)" in capsys.readouterr().out
+    assert all(torch.isfinite(p).all() for p in trainer.model.parameters())
+
+
+def test_gradient_accumulation_matches_a_bigger_batch(tmp_path):
+    big = Trainer(tiny_recipe(tmp_path, "run.name=big", "train.batch_size=16", "train.max_steps=1"), init_process("cpu"))
+    small = Trainer(tiny_recipe(tmp_path, "run.name=small", "train.batch_size=8", "optim.grad_accum=2",
+                                "train.max_steps=1"), init_process("cpu"))
+    for trainer in (big, small):
+        trainer.recipe.optim.grad_clip = 0.0
+    # the same 16 sequences, in one batch or two halves
+    batch = next(iter(torch.utils.data.DataLoader(big.splits["train"], batch_size=16)))
+    halves = iter([(batch[0][:8], batch[1][:8]), (batch[0][8:], batch[1][8:])])
+    big._step(big.model, iter([batch]))
+    small._step(small.model, halves)
+    for a, b in zip(big.model.parameters(), small.model.parameters()):
+        assert torch.allclose(a, b, atol=1e-6)

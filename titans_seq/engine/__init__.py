@@ -1,0 +1,1 @@
+"""Training engine: checkpoints, trainer, logging, evaluation and the task registry."""

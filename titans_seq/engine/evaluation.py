@@ -1,0 +1,29 @@
+"""Evaluating a saved checkpoint: ``titans-seq eval RECIPE --checkpoint DIR``."""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from .checkpoint import load_checkpoint
+from .config import Recipe
+from .distributed import init_process
+from .errors import UserError
+from .records import write_record
+from .trainer import Trainer, evaluate
+
+
+def evaluate_checkpoint(recipe: Recipe, checkpoint: Path, split: str = "test", out: Path | None = None) -> dict:
+    """Metrics of ``split`` with the checkpoint's weights, as a result record written to ``out``."""
+    if not (checkpoint / "COMPLETE").is_file():
+        raise UserError(f"--checkpoint {checkpoint}: not a complete checkpoint directory")
+    env = init_process(recipe.run.device)
+    trainer = Trainer(recipe, env)
+    load_checkpoint(checkpoint, model=trainer.model, map_location=env.device)
+    dataset = trainer.splits[split]
+    started = time.perf_counter()
+    metrics, tokens = evaluate(trainer.task, trainer.model, dataset, recipe, env.device)
+    record = trainer.record(split, metrics, tokens / max(time.perf_counter() - started, 1e-9),
+                            checkpoint=str(checkpoint))
+    if env.is_main:
+        write_record(out or checkpoint.parent / f"{checkpoint.name}_{split}_results.json", record)
+    return record

@@ -1,0 +1,73 @@
+"""Training progress for people (a bar on a terminal, plain lines elsewhere) and for machines (JSONL, TensorBoard)."""
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+
+from tqdm import tqdm
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(seconds)
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m" if seconds >= 3600 else f"{seconds // 60}m{seconds % 60:02d}s"
+
+
+class Progress:
+    """Reports steps: a tqdm bar with loss, tokens/s and ETA on a terminal, periodic lines otherwise."""
+
+    def __init__(self, total: int, start: int, log_every: int, enabled: bool = True):
+        self.total, self.log_every, self.enabled = total, log_every, enabled
+        self.started, self.start_step = time.perf_counter(), start
+        self.bar = tqdm(total=total, initial=start, dynamic_ncols=True, unit="step") \
+            if enabled and sys.stderr.isatty() else None
+
+    def update(self, step: int, loss: float, lr: float, tokens_per_s: float) -> None:
+        if not self.enabled:
+            return
+        if self.bar is not None:
+            self.bar.update(step - self.bar.n)
+            self.bar.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.2e}", tok_s=f"{tokens_per_s:,.0f}", refresh=False)
+        elif step % self.log_every == 0 or step == self.total:
+            done = step - self.start_step
+            eta = (time.perf_counter() - self.started) / max(done, 1) * (self.total - step)
+            print(f"step {step}/{self.total}  loss {loss:.4f}  lr {lr:.2e}  {tokens_per_s:,.0f} tok/s  "
+                  f"eta {_duration(eta)}", flush=True)
+
+    def say(self, message: str) -> None:
+        if self.enabled:
+            (self.bar.write if self.bar is not None else print)(message)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+class MetricsLog:
+    """Appends one JSON object per record to metrics.jsonl; mirrors scalars to TensorBoard when installed."""
+
+    def __init__(self, run_dir: Path, enabled: bool = True):
+        self.enabled = enabled
+        self.path = run_dir / "metrics.jsonl"
+        self.tensorboard = None
+        if enabled:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+            except ImportError:   # tensorboard is optional
+                pass
+            else:
+                self.tensorboard = SummaryWriter(str(run_dir / "tensorboard"))
+
+    def write(self, step: int, split: str, values: dict[str, float]) -> None:
+        if not self.enabled:
+            return
+        with self.path.open("a") as file:
+            file.write(json.dumps({"step": step, "split": split, **values}) + "\n")
+        if self.tensorboard is not None:
+            for name, value in values.items():
+                self.tensorboard.add_scalar(f"{split}/{name}", value, step)
+
+    def close(self) -> None:
+        if self.tensorboard is not None:
+            self.tensorboard.close()

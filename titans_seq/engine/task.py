@@ -1,0 +1,52 @@
+"""The task interface: what a domain plugs into the engine (data, model edges, loss, metrics)."""
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import Any, ClassVar, Iterable
+
+import torch
+from torch import Tensor, nn
+from torch.utils.data import Dataset
+
+from titans_seq.backbones import TitansConfig
+
+
+class Task(ABC):
+    """A domain's task: its config dataclass, data splits, a model around a Backbone, loss, metrics.
+
+    Subclasses set ``name`` (what recipes write as ``task.name``), ``config_class`` (a dataclass of
+    the task's options) and ``dataset_name``, and are registered with
+    :func:`titans_seq.engine.registry.register_task`.
+    """
+
+    name: ClassVar[str]
+    config_class: ClassVar[type]
+    dataset_name: ClassVar[str] = ""
+
+    def __init__(self, config: Any):
+        self.config = config
+
+    @abstractmethod
+    def build_model(self, model_config: TitansConfig) -> nn.Module:
+        """The backbone with this domain's edges: an embedding or patcher in front, a head behind."""
+
+    @abstractmethod
+    def datasets(self) -> dict[str, Dataset]:
+        """The ``train``, ``val`` and ``test`` splits; items collate with the default collate."""
+
+    @abstractmethod
+    def loss(self, model: nn.Module, batch: Any) -> Tensor:
+        """The scalar training loss of one batch."""
+
+    @abstractmethod
+    def evaluate(self, model: nn.Module, batches: Iterable[Any]) -> dict[str, float]:
+        """Named metrics over ``batches`` (the engine puts the model in eval mode, without grad)."""
+
+    def tokens(self, batch: Any) -> int:
+        """How many tokens a batch holds, for throughput figures; by default batch x length of its first tensor."""
+        first = batch[0] if isinstance(batch, (list, tuple)) else next(iter(batch.values()))
+        return first.shape[0] * (first.shape[1] if first.dim() > 1 else 1)
+
+    def describe(self, model: nn.Module, device: torch.device) -> str:
+        """What the trained model does, in a few lines, for people (used by the demo)."""
+        return ""

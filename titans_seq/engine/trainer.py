@@ -1,0 +1,288 @@
+"""The training engine: optimisation, evaluation, checkpoints, exact resume, one loop for every task."""
+from __future__ import annotations
+
+import contextlib
+import math
+import random
+import time
+import warnings
+from dataclasses import dataclass, field
+from itertools import islice
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import BatchSampler, DataLoader, Dataset, DistributedSampler
+
+from titans_seq.backbones import Block
+
+from .checkpoint import checkpoint_dir, latest_checkpoint, load_checkpoint, prune_checkpoints, save_checkpoint
+from .config import OptimConfig, Recipe, RecipeError, recipe_to_yaml
+from .distributed import ProcessEnv, all_agree, init_process, wrap_model
+from .errors import TrainingError
+from .progress import MetricsLog, Progress
+from .records import result_record, write_atomically, write_record
+from .registry import get_task
+from .task import Task
+
+BEST = "best"
+
+
+@dataclass
+class LoopState:
+    """What, besides weights and optimizer, a resumed run needs to continue exactly."""
+
+    step: int = 0
+    epoch: int = 0
+    batch: int = 0                      # next batch of the epoch
+    best: float | None = None
+    best_step: int | None = None
+    evals_without_improvement: int = 0
+    nonfinite_in_a_row: int = 0
+    history: list[dict] = field(default_factory=list)   # validation results
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2 ** 32)
+    torch.manual_seed(seed)
+
+
+def build_optimizer(model: nn.Module, cfg: OptimConfig) -> torch.optim.AdamW:
+    """AdamW with decoupled weight decay on matrices only (not on norms, biases, gates' biases)."""
+    decay = [p for p in model.parameters() if p.requires_grad and p.dim() >= 2]
+    no_decay = [p for p in model.parameters() if p.requires_grad and p.dim() < 2]
+    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=cfg.lr, betas=tuple(cfg.betas), eps=cfg.eps)
+
+
+def build_scheduler(optimizer: torch.optim.Optimizer, cfg: OptimConfig, max_steps: int):
+    """Linear warm-up to the peak, then cosine decay to ``min_lr_ratio`` of it at ``max_steps``."""
+    def factor(step: int) -> float:
+        if step < cfg.warmup_steps:
+            return (step + 1) / cfg.warmup_steps
+        progress = min(1.0, (step - cfg.warmup_steps) / max(1, max_steps - cfg.warmup_steps))
+        return cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def autocast_context(recipe: Recipe, device: torch.device):
+    precision = recipe.run.precision
+    if precision == "bf16" or (precision == "auto" and device.type == "cuda"):
+        return torch.autocast(device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def _to_device(batch: Any, device: torch.device) -> Any:
+    if isinstance(batch, torch.Tensor):
+        return batch.to(device, non_blocking=True)
+    if isinstance(batch, (list, tuple)):
+        return type(batch)(_to_device(x, device) for x in batch)
+    if isinstance(batch, dict):
+        return {key: _to_device(x, device) for key, x in batch.items()}
+    return batch
+
+
+def training_batches(dataset: Dataset, recipe: Recipe, env: ProcessEnv, state: LoopState) -> Iterator[Any]:
+    """Batches from (state.epoch, state.batch) on, epoch after epoch; updates ``state`` as it goes.
+
+    The order depends only on the seed and the epoch (DistributedSampler.set_epoch), so a resumed
+    run skips exactly the batches already seen, by index, without loading them.
+    """
+    sampler = DistributedSampler(dataset, num_replicas=env.world_size, rank=env.rank, shuffle=True,
+                                 seed=recipe.run.seed, drop_last=True)
+    while True:
+        sampler.set_epoch(state.epoch)
+        batches = list(BatchSampler(sampler, recipe.train.batch_size, drop_last=True))
+        if not batches:
+            raise RecipeError(f"the training split has {len(dataset)} items, fewer than one batch of "
+                              f"{recipe.train.batch_size} per process")
+        loader = DataLoader(dataset, batch_sampler=batches[state.batch:], num_workers=recipe.train.num_workers)
+        for batch in loader:
+            state.batch += 1
+            yield batch
+        state.epoch, state.batch = state.epoch + 1, 0
+
+
+def evaluation_batches(dataset: Dataset, recipe: Recipe, device: torch.device, limit: int = 0) -> Iterator[Any]:
+    """The split in order (every process evaluates all of it, so FSDP's collectives stay in step)."""
+    loader = DataLoader(dataset, batch_size=recipe.train.batch_size, shuffle=False, drop_last=False,
+                        num_workers=recipe.train.num_workers)
+    for batch in islice(loader, limit or None):
+        yield _to_device(batch, device)
+
+
+def evaluate(task: Task, model: nn.Module, dataset: Dataset, recipe: Recipe, device: torch.device,
+             limit: int = 0) -> tuple[dict[str, float], int]:
+    """The task's metrics over (the first ``limit`` batches of) a split, and the tokens it read."""
+    tokens = 0
+
+    def counted(batches):
+        nonlocal tokens
+        for batch in batches:
+            tokens += task.tokens(batch)
+            yield batch
+
+    was_training = model.training
+    model.eval()
+    with torch.no_grad(), autocast_context(recipe, device):
+        metrics = task.evaluate(model, counted(evaluation_batches(dataset, recipe, device, limit)))
+    model.train(was_training)
+    return metrics, tokens
+
+
+def _improved(value: float, best: float | None, mode: str) -> bool:
+    return best is None or (value < best if mode == "min" else value > best)
+
+
+class Trainer:
+    """Builds a run from a recipe; ``fit`` trains, selects the best checkpoint and tests it."""
+
+    def __init__(self, recipe: Recipe, env: ProcessEnv):
+        self.recipe, self.env = recipe, env
+        self.run_dir = recipe.run_dir
+        seed_everything(recipe.run.seed)          # the same initial weights on every process
+        self.task = get_task(recipe.task.name)(recipe.task)
+        self.model = self.task.build_model(recipe.model).to(env.device)
+        self.parameters = sum(p.numel() for p in self.model.parameters())
+        self.splits = self.task.datasets()
+        missing = {"train", "val", "test"} - set(self.splits)
+        if missing:
+            raise RecipeError(f"task {self.task.name!r} provides no {', '.join(sorted(missing))} split")
+        self.optimizer = build_optimizer(self.model, recipe.optim)
+        self.scheduler = build_scheduler(self.optimizer, recipe.optim, recipe.train.max_steps)
+        self.state = LoopState()
+
+    def resume(self) -> None:
+        latest = latest_checkpoint(self.run_dir)
+        if latest is None:
+            raise RecipeError(f"--resume: no complete checkpoint under {self.run_dir / 'checkpoints'}")
+        self.state = LoopState(**load_checkpoint(latest, model=self.model, optimizer=self.optimizer,
+                                                 scheduler=self.scheduler, map_location=self.env.device))
+
+    def save(self, directory: Path) -> None:
+        if self.env.is_main:
+            save_checkpoint(directory, model=self.model, optimizer=self.optimizer, scheduler=self.scheduler,
+                            config=self.recipe.to_dict(), state=self.state.__dict__)
+
+    def _step(self, model: nn.Module, batches: Iterator[Any]) -> tuple[float, int, bool]:
+        """One optimizer step over grad_accum micro-batches: (mean loss, tokens, whether it was finite)."""
+        accum = self.recipe.optim.grad_accum
+        total, tokens, finite = 0.0, 0, True
+        for micro in range(accum):
+            batch = _to_device(next(batches), self.env.device)
+            tokens += self.task.tokens(batch)
+            # gradients are all-reduced once, on the last micro-batch
+            last = micro == accum - 1 or not hasattr(model, "no_sync")
+            with contextlib.nullcontext() if last else model.no_sync():
+                with autocast_context(self.recipe, self.env.device):
+                    loss = self.task.loss(model, batch)
+                finite = finite and bool(torch.isfinite(loss.detach()))
+                if finite:
+                    (loss / accum).backward()
+            total += loss.item() / accum
+        finite = all_agree(finite, self.env)
+        if finite:
+            if self.recipe.optim.grad_clip > 0:
+                nn.utils.clip_grad_norm_(model.parameters(), self.recipe.optim.grad_clip)
+            self.optimizer.step()
+            self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        return total, tokens * self.env.world_size, finite
+
+    def _validate(self, model: nn.Module, log: MetricsLog, progress: Progress) -> bool:
+        """Evaluate, keep the best checkpoint, count evaluations without improvement; True to stop early."""
+        cfg, state = self.recipe, self.state
+        metrics, _ = evaluate(self.task, model, self.splits["val"], cfg, self.env.device, cfg.train.eval_batches)
+        if cfg.eval.metric not in metrics:
+            raise RecipeError(f"eval.metric={cfg.eval.metric!r}: task {self.task.name!r} reports "
+                              f"{', '.join(sorted(metrics))}")
+        log.write(state.step, "val", metrics)
+        progress.say(f"step {state.step}: val " + "  ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
+        state.history.append({"step": state.step, **metrics})
+        value = metrics[cfg.eval.metric]
+        if _improved(value, state.best, cfg.eval.mode):
+            state.best, state.best_step, state.evals_without_improvement = value, state.step, 0
+            self.save(self.run_dir / BEST)
+        else:
+            state.evals_without_improvement += 1
+        return 0 < cfg.train.patience <= state.evals_without_improvement
+
+    def fit(self) -> dict:
+        cfg, env, state = self.recipe, self.env, self.state
+        if env.is_main:
+            write_atomically(self.run_dir / "config.yaml", recipe_to_yaml(cfg))
+        model = wrap_model(self.model, env, cfg.run.strategy, Block)
+        model.train()
+        log = MetricsLog(self.run_dir, enabled=env.is_main)
+        progress = Progress(cfg.train.max_steps, state.step, cfg.train.log_every, enabled=env.is_main)
+        batches = training_batches(self.splits["train"], cfg, env, state)
+        train_seconds, tokens_seen, stop = 0.0, 0, False
+        try:
+            while state.step < cfg.train.max_steps and not stop:
+                started = time.perf_counter()
+                loss, tokens, finite = self._step(model, batches)
+                train_seconds += time.perf_counter() - started
+                if not finite:
+                    state.nonfinite_in_a_row += 1
+                    progress.say(f"step {state.step}: non-finite loss, step skipped "
+                                 f"({state.nonfinite_in_a_row}/{cfg.train.max_nonfinite} in a row)")
+                    if state.nonfinite_in_a_row >= cfg.train.max_nonfinite:
+                        kept = latest_checkpoint(self.run_dir)
+                        raise TrainingError(f"stopped: {state.nonfinite_in_a_row} non-finite losses in a row; "
+                                            f"last good checkpoint: {kept or 'none written yet'}")
+                    continue
+                state.nonfinite_in_a_row = 0
+                state.step += 1
+                tokens_seen += tokens
+                rate = tokens_seen / max(train_seconds, 1e-9)
+                lr = self.scheduler.get_last_lr()[0]
+                progress.update(state.step, loss, lr, rate)
+                if state.step % cfg.train.log_every == 0:
+                    log.write(state.step, "train", {"loss": loss, "lr": lr, "tokens_per_s": rate})
+                at_end = state.step == cfg.train.max_steps
+                if (cfg.train.eval_every and state.step % cfg.train.eval_every == 0) or at_end:
+                    stop = self._validate(model, log, progress)
+                if (cfg.train.save_every and state.step % cfg.train.save_every == 0) or at_end or stop:
+                    self.save(checkpoint_dir(self.run_dir, state.step))
+                    if env.is_main:
+                        prune_checkpoints(self.run_dir, cfg.train.keep_checkpoints)
+        finally:
+            progress.close()
+        if stop:
+            progress.say(f"early stopping at step {state.step}: no better {cfg.eval.metric} in "
+                         f"{cfg.train.patience} evaluations")
+        record = self.test(model, tokens_seen / max(train_seconds, 1e-9))
+        log.close()
+        return record
+
+    def test(self, model: nn.Module, tokens_per_s: float) -> dict:
+        """Test metrics, once, with the best checkpoint's weights; written to test_results.json."""
+        best = self.run_dir / BEST
+        if (best / "COMPLETE").exists():
+            load_checkpoint(best, model=self.model, map_location=self.env.device)
+        metrics, _ = evaluate(self.task, model, self.splits["test"], self.recipe, self.env.device)
+        record = self.record("test", metrics, tokens_per_s, best_step=self.state.best_step)
+        if self.env.is_main:
+            write_record(self.run_dir / "test_results.json", record)
+        return record
+
+    def record(self, split: str, metrics: dict[str, float], tokens_per_s: float, **extra) -> dict:
+        cfg = self.recipe
+        return result_record(task=self.task.name, dataset=self.task.dataset_name or self.task.name, split=split,
+                             variant=cfg.model.variant, parameters=self.parameters, metrics=metrics,
+                             tokens_per_s=tokens_per_s, seed=cfg.run.seed, **extra)
+
+
+def train(recipe: Recipe, resume: bool = False) -> dict:
+    """Train (or resume) the run a recipe describes; returns the test result record."""
+    env = init_process(recipe.run.device)
+    trainer = Trainer(recipe, env)
+    if resume:
+        trainer.resume()
+    elif (trainer.run_dir / "checkpoints").exists() and any((trainer.run_dir / "checkpoints").iterdir()):
+        warnings.warn(f"{trainer.run_dir} already holds checkpoints; training from scratch over them "
+                      "(pass --resume to continue instead)", stacklevel=2)
+    return trainer.fit()
