@@ -1,0 +1,75 @@
+"""The titans-seq command: user errors are one line and exit code 2; the jobs run end to end."""
+import json
+import subprocess
+import sys
+
+import pytest
+
+from titans_seq.cli import main
+
+from .test_trainer import TINY
+
+
+def run_cli(*args):
+    return subprocess.run([sys.executable, "-m", "titans_seq.cli", *args], capture_output=True, text=True, timeout=600)
+
+
+@pytest.mark.parametrize("args,message", [
+    (["train", "no/such/recipe.yaml"], "not found"),
+    (["train", "demo", "model.variant=mamba"], "unknown variant 'mamba'"),
+    (["train", "demo", "train.max_stepz=3"], "unknown key 'train.max_stepz'"),
+    (["train", "demo", "run.device=cuda"], "no CUDA device"),
+    (["train", "demo", "model.segment_len=0"], "segment_len must be >= 1"),
+    (["eval", "demo", "--checkpoint", "no/such/dir"], "not a complete checkpoint"),
+    (["bench", "no/such/suite.yaml"], "not found"),
+])
+def test_user_errors_are_one_line_and_exit_2(args, message, tmp_path):
+    if args[0] == "train" and "cuda" in " ".join(args):
+        pytest.importorskip("torch").cuda.is_available() and pytest.skip("this machine has CUDA")
+    result = run_cli(*args, *(["run.out_dir=" + str(tmp_path)] if args[0] == "train" else []))
+    assert result.returncode == 2, result.stderr
+    assert message in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.stderr
+    assert not list(tmp_path.iterdir())       # nothing half-written
+
+
+def test_resume_without_checkpoint_is_a_user_error(tmp_path, capsys):
+    assert main(["train", "demo", "--resume", f"run.out_dir={tmp_path}"]) == 2
+    assert "no complete checkpoint" in capsys.readouterr().err
+
+
+def test_list(capsys):
+    assert main(["list"]) == 0
+    out = capsys.readouterr().out
+    assert "demo" in out and "recall" in out and "mag" in out
+
+
+def test_train_then_eval_writes_a_record(tmp_path, capsys):
+    assert main(["train", "demo", *TINY, "train.max_steps=4", f"run.out_dir={tmp_path}"]) == 0
+    best = tmp_path / "demo" / "best"
+    assert main(["eval", "demo", *TINY, "--checkpoint", str(best), "--split", "val"]) == 0
+    record = json.loads((tmp_path / "demo" / "best_val_results.json").read_text())
+    assert record["split"] == "val" and record["checkpoint"] == str(best)
+    assert set(record) >= {"task", "dataset", "variant", "parameters", "metrics", "tokens_per_s", "seed",
+                           "git_revision"}
+
+
+def test_demo_runs_and_reports(tmp_path):
+    result = run_cli("demo", *TINY, "train.max_steps=3", f"run.out_dir={tmp_path}")
+    assert result.returncode == 0, result.stderr
+    assert "recall accuracy on unseen test sequences" in result.stdout
+    assert "asked k" in result.stdout
+
+
+def test_bench_writes_a_table_in_the_papers_layout(tmp_path):
+    suite = tmp_path / "suite.yaml"
+    suite.write_text(f"name: tiny\nrecipes: [demo]\nvariants: [mac, transformer]\nseeds: [0, 1]\n"
+                     f"metrics: [accuracy]\nout_dir: {tmp_path}\n"
+                     f"overrides: [{', '.join(TINY)}, train.max_steps=2]\n")
+    assert main(["bench", str(suite)]) == 0
+    table = (tmp_path / "tiny" / "results.md").read_text()
+    rows = [line for line in table.splitlines() if line.startswith("| ")]
+    assert rows[0] == "| model | demo accuracy |"
+    assert rows[1].startswith("| transformer |") and rows[2].startswith("| mac |")
+    assert "±" in rows[2]
+    assert len((tmp_path / "tiny" / "records.jsonl").read_text().splitlines()) == 4
