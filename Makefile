@@ -1,13 +1,16 @@
-# `make test` sets up .venv (see scripts/setup.sh) and runs the whole test suite.
+# `make demo` sets up .venv (see scripts/setup.sh) and runs the demo; `make test` runs the test suite.
 VENV ?= .venv
 PYTHON := $(VENV)/bin/python
 
-.PHONY: setup test docs bench clean
+.PHONY: setup demo test docs bench clean
 setup: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml scripts/setup.sh
 	VENV=$(VENV) bash scripts/setup.sh
 	touch $@
+
+demo: setup
+	$(VENV)/bin/titans-seq demo
 
 test: setup
 	$(PYTHON) -m pytest

@@ -17,7 +17,7 @@ class TitansConfig:
     memory_depth: int = 2            # L_M: layers of the memory MLP (1 = linear memory)
     memory_expansion: int = 4        # hidden width of the memory MLP, as a multiple of head_dim
     memory_activation: str = "silu"  # activation of the memory MLP's hidden layers
-    memory_lr_max: float = 0.1       # theta_t = memory_lr_max * sigmoid(.)
+    memory_lr_max: float | None = None  # theta_t = memory_lr_max * sigmoid(.); None: 1 / chunk_size (stable)
     memory_backend: str = "auto"     # torch | triton | auto (triton on CUDA when available)
     chunk_size: int = 64             # tokens per memory update chunk (gradients at chunk-start weights)
     segment_len: int = 128           # MAC: tokens per segment attended together with the memory
@@ -41,7 +41,7 @@ class TitansConfig:
             raise ValueError(f"d_model={self.d_model} must split into n_heads={self.n_heads} heads of an even size")
         if self.head_dim is not None and self.head_dim < 1:
             raise ValueError(f"head_dim must be >= 1; got {self.head_dim}")
-        if not 0 < self.memory_lr_max <= 1:
+        if self.memory_lr_max is not None and not 0 < self.memory_lr_max <= 1:
             raise ValueError(f"memory_lr_max must be in (0, 1]; got {self.memory_lr_max}")
 
     def to_dict(self) -> dict:

@@ -1,4 +1,4 @@
-"""Process-group set-up under torchrun, and wrapping a model for DDP or FSDP2."""
+"""Process-group set-up under torchrun, and wrapping a model for DDP."""
 from __future__ import annotations
 
 import os
@@ -47,19 +47,12 @@ def init_process(preference: str) -> ProcessEnv:
     return ProcessEnv(rank, world_size, device)
 
 
-def wrap_model(model: nn.Module, env: ProcessEnv, strategy: str, block_type: type[nn.Module]) -> nn.Module:
-    """DDP, or FSDP2 (``fully_shard`` on every ``block_type`` module, then the root); as is on one process.
+def wrap_model(model: nn.Module, env: ProcessEnv) -> nn.Module:
+    """DistributedDataParallel under torchrun; the model as is on one process.
 
     Only parameters are synchronised: the memory's per-sequence state is an activation, never all-reduced.
     """
     if not env.distributed:
-        return model
-    if strategy == "fsdp":
-        from torch.distributed.fsdp import fully_shard
-        for module in model.modules():
-            if isinstance(module, block_type):
-                fully_shard(module)
-        fully_shard(model)
         return model
     device_ids = [env.device.index] if env.device.type == "cuda" else None
     return nn.parallel.DistributedDataParallel(model, device_ids=device_ids)
@@ -72,6 +65,15 @@ def all_agree(flag: bool, env: ProcessEnv) -> bool:
     value = torch.tensor([1.0 if flag else 0.0], device=env.device if env.device.type == "cuda" else "cpu")
     dist.all_reduce(value, op=dist.ReduceOp.MIN)
     return bool(value.item())
+
+
+def mean_over_processes(value: float, env: ProcessEnv) -> float:
+    """The mean of a per-process scalar (a loss over the local batch) over all processes."""
+    if not env.distributed:
+        return value
+    total = torch.tensor([value], dtype=torch.float64, device=env.device if env.device.type == "cuda" else "cpu")
+    dist.all_reduce(total)
+    return total.item() / env.world_size
 
 
 def close_process() -> None:

@@ -16,11 +16,9 @@ import torch
 from torch import nn
 from torch.utils.data import BatchSampler, DataLoader, Dataset, DistributedSampler
 
-from titans_seq.backbones import Block
-
 from .checkpoint import checkpoint_dir, latest_checkpoint, load_checkpoint, prune_checkpoints, save_checkpoint
 from .config import OptimConfig, Recipe, RecipeError, recipe_to_yaml
-from .distributed import ProcessEnv, all_agree, init_process, wrap_model
+from .distributed import ProcessEnv, all_agree, init_process, mean_over_processes, wrap_model
 from .errors import TrainingError
 from .progress import MetricsLog, Progress
 from .records import result_record, write_atomically, write_record
@@ -190,7 +188,7 @@ class Trainer:
             self.optimizer.step()
             self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
-        return total, tokens * self.env.world_size, finite
+        return mean_over_processes(total, self.env), tokens * self.env.world_size, finite
 
     def _validate(self, model: nn.Module, log: MetricsLog, progress: Progress) -> bool:
         """Evaluate, keep the best checkpoint, count evaluations without improvement; True to stop early."""
@@ -214,7 +212,7 @@ class Trainer:
         cfg, env, state = self.recipe, self.env, self.state
         if env.is_main:
             write_atomically(self.run_dir / "config.yaml", recipe_to_yaml(cfg))
-        model = wrap_model(self.model, env, cfg.run.strategy, Block)
+        model = wrap_model(self.model, env)
         model.train()
         log = MetricsLog(self.run_dir, enabled=env.is_main)
         progress = Progress(cfg.train.max_steps, state.step, cfg.train.log_every, enabled=env.is_main)

@@ -23,25 +23,28 @@ class NeuralMemory(nn.Module):
     """Learns to memorise at test time: keys/values written into an MLP by gradient descent.
 
     x -> q, k, v = SiLU(conv(W x)) per head (q, k L2-normalised); data-dependent, per-head gates
-    theta = lr_max * sigmoid(.), eta = sigmoid(.), alpha = sigmoid(.); the operator writes (k, v)
+    theta = lr_max * sigmoid(.) (lr_max defaults to 1 / chunk_size), eta = sigmoid(.), alpha = sigmoid(.); the operator writes (k, v)
     and reads q through the updated memory; then per-head RMSNorm, a sigmoid gate computed from x,
     and the output projection. The initial memory weights are parameters (the outer loop learns them).
     """
 
     def __init__(self, d_model: int, n_heads: int, head_dim: int | None = None, depth: int = 2,
-                 expansion: int = 4, chunk_size: int = 64, conv_kernel: int = 4, lr_max: float = 0.1,
+                 expansion: int = 4, chunk_size: int = 64, conv_kernel: int = 4, lr_max: float | None = None,
                  activation: str = "silu", backend: str = "auto", eps: float = 1e-6):
         super().__init__()
         head_dim = head_dim or d_model // n_heads
         inner = n_heads * head_dim
         self.n_heads, self.head_dim, self.chunk_size = n_heads, head_dim, chunk_size
-        self.lr_max, self.activation, self.backend = lr_max, activation, backend
+        # Gradients inside a chunk are summed at stale weights, and per-token momentum re-applies each
+        # of them about 1 / (1 - eta) times: see docs/concepts/memory.md, "Stability of the inner loop".
+        self.lr_max = lr_max or 1.0 / chunk_size
+        self.activation, self.backend = activation, backend
         self.to_qkv = nn.Linear(d_model, 3 * inner, bias=False)
         self.conv = ShortConv(3 * inner, conv_kernel)
         self.to_gates = nn.Linear(d_model, 3 * n_heads)
-        with torch.no_grad():   # start near eta = 0.9 and alpha = 0.01; theta at lr_max / 2
+        with torch.no_grad():   # start near theta = lr_max / 2, eta = 0.5, alpha = 0.001
             self.to_gates.weight.mul_(0.1)
-            self.to_gates.bias.copy_(torch.tensor([0.0, math.log(9), -math.log(99)]).repeat_interleave(n_heads))
+            self.to_gates.bias.copy_(torch.tensor([0.0, 0.0, -math.log(999)]).repeat_interleave(n_heads))
         dims = [head_dim] + [head_dim * expansion] * (depth - 1) + [head_dim]
         self.weights = nn.ParameterList(
             nn.Parameter(torch.randn(n_heads, a, b) / math.sqrt(a)) for a, b in zip(dims[:-1], dims[1:]))
