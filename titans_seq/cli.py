@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -57,6 +58,8 @@ def _list(args: argparse.Namespace) -> None:
 
 
 def _print_record(record: dict) -> None:
+    if int(os.environ.get("RANK", 0)) != 0:   # under torchrun, one line from rank 0
+        return
     metrics = "  ".join(f"{name} {value:.4f}" for name, value in record["metrics"].items())
     print(f"{record['task']} ({record['dataset']}, {record['split']}) {record['variant']}: {metrics}")
 

@@ -34,6 +34,7 @@ def _worker(rank: int, world: int, port: int, overrides: list[str], out: str) ->
             spread = max((g - gathered[0]).abs().max().item() for g in gathered)
             with open(out, "w") as file:
                 json.dump({"spread": spread}, file)
+        del trainer
     finally:
         close_process()
 

@@ -1,6 +1,7 @@
 """Process-group set-up under torchrun, and wrapping a model for DDP."""
 from __future__ import annotations
 
+import gc
 import os
 from dataclasses import dataclass
 
@@ -77,5 +78,8 @@ def mean_over_processes(value: float, env: ProcessEnv) -> float:
 
 
 def close_process() -> None:
+    """Leave the process group cleanly: wrappers (DDP's reducer) are collected before it goes."""
     if dist.is_initialized():
+        gc.collect()
+        dist.barrier()
         dist.destroy_process_group()

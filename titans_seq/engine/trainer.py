@@ -18,7 +18,7 @@ from torch.utils.data import BatchSampler, DataLoader, Dataset, DistributedSampl
 
 from .checkpoint import checkpoint_dir, latest_checkpoint, load_checkpoint, prune_checkpoints, save_checkpoint
 from .config import OptimConfig, Recipe, RecipeError, recipe_to_yaml
-from .distributed import ProcessEnv, all_agree, init_process, mean_over_processes, wrap_model
+from .distributed import ProcessEnv, all_agree, close_process, init_process, mean_over_processes, wrap_model
 from .errors import TrainingError
 from .progress import MetricsLog, Progress
 from .records import result_record, write_atomically, write_record
@@ -277,10 +277,14 @@ class Trainer:
 def train(recipe: Recipe, resume: bool = False) -> dict:
     """Train (or resume) the run a recipe describes; returns the test result record."""
     env = init_process(recipe.run.device)
-    trainer = Trainer(recipe, env)
-    if resume:
-        trainer.resume()
-    elif (trainer.run_dir / "checkpoints").exists() and any((trainer.run_dir / "checkpoints").iterdir()):
-        warnings.warn(f"{trainer.run_dir} already holds checkpoints; training from scratch over them "
-                      "(pass --resume to continue instead)", stacklevel=2)
-    return trainer.fit()
+    try:
+        trainer = Trainer(recipe, env)
+        if resume:
+            trainer.resume()
+        elif (trainer.run_dir / "checkpoints").exists() and any((trainer.run_dir / "checkpoints").iterdir()):
+            warnings.warn(f"{trainer.run_dir} already holds checkpoints; training from scratch over them "
+                          "(pass --resume to continue instead)", stacklevel=2)
+        return trainer.fit()
+    finally:
+        trainer = None
+        close_process()
