@@ -1,4 +1,4 @@
-"""Two CPU processes (gloo) train like one process with the same global batch, and stay identical."""
+"""Two CPU processes (gloo), with DDP or FSDP2, train like one process with the same global batch."""
 import json
 import os
 import socket
@@ -6,6 +6,7 @@ import socket
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
+import pytest
 
 from titans_seq.engine.config import load_recipe
 from titans_seq.engine.distributed import close_process, init_process
@@ -27,23 +28,32 @@ def _worker(rank: int, world: int, port: int, overrides: list[str], out: str) ->
     try:
         trainer = Trainer(load_recipe("demo", overrides), init_process("cpu"))
         trainer.fit()
-        flat = torch.cat([p.detach().flatten() for p in trainer.model.parameters()])
-        gathered = [torch.empty_like(flat) for _ in range(world)]
-        dist.all_gather(gathered, flat)
+        if "run.strategy=fsdp" in overrides:   # each process holds a different shard, by design
+            for module in trainer.model.modules():
+                if hasattr(module, "reshard"):       # FSDP2 leaves the root unsharded after an eval forward
+                    module.reshard()
+            report = {"sharded": all(p.to_local().numel() < p.numel() for p in trainer.model.parameters()
+                                     if p.dim() >= 2)}
+        else:                                   # each process holds a whole replica: they must agree
+            flat = torch.cat([p.detach().flatten() for p in trainer.model.module.parameters()])
+            gathered = [torch.empty_like(flat) for _ in range(world)]
+            dist.all_gather(gathered, flat)
+            report = {"spread": max((g - gathered[0]).abs().max().item() for g in gathered)}
         if rank == 0:
-            spread = max((g - gathered[0]).abs().max().item() for g in gathered)
             with open(out, "w") as file:
-                json.dump({"spread": spread}, file)
+                json.dump(report, file)
         del trainer
     finally:
         close_process()
 
 
-def test_two_processes_match_one_with_the_same_global_batch(tmp_path):
+@pytest.mark.parametrize("strategy", ["ddp", "fsdp"])
+def test_two_processes_match_one_with_the_same_global_batch(tmp_path, strategy):
     common = [*TINY, "train.max_steps=6", "train.eval_every=3", "train.save_every=3", f"run.out_dir={tmp_path}"]
-    two = [*common, "run.name=two", "train.batch_size=8"]
+    two = [*common, "run.name=two", "train.batch_size=8", f"run.strategy={strategy}"]
     mp.spawn(_worker, args=(2, _free_port(), two, str(tmp_path / "two.json")), nprocs=2, join=True)
-    assert json.loads((tmp_path / "two.json").read_text())["spread"] == 0.0   # identical parameters on both ranks
+    report = json.loads((tmp_path / "two.json").read_text())
+    assert report == ({"sharded": True} if strategy == "fsdp" else {"spread": 0.0})
 
     one = load_recipe("demo", [*common, "run.name=one", "train.batch_size=16"])
     Trainer(one, init_process("cpu")).fit()
@@ -51,3 +61,7 @@ def test_two_processes_match_one_with_the_same_global_batch(tmp_path):
     assert sorted(losses_two) == list(range(1, 7))
     for step in losses_one:
         assert abs(losses_two[step] - losses_one[step]) < 1e-5, step
+    # the checkpoint of the two-process run holds the whole model: one process can evaluate it
+    test_two = json.loads((tmp_path / "two" / "test_results.json").read_text())
+    test_one = json.loads((tmp_path / "one" / "test_results.json").read_text())
+    assert abs(test_two["metrics"]["loss"] - test_one["metrics"]["loss"]) < 1e-4

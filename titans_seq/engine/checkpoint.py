@@ -34,20 +34,23 @@ def checkpoint_dir(run_dir: str | Path, step: int) -> Path:
     return Path(run_dir) / CHECKPOINTS / f"step-{step:06d}"
 
 
-def save_checkpoint(directory: str | Path, *, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
-                    scheduler: torch.optim.lr_scheduler.LRScheduler | None, config: dict,
-                    state: dict) -> Path:
+def save_checkpoint(directory: str | Path, *, model: torch.nn.Module | None, optimizer: torch.optim.Optimizer | None,
+                    scheduler: torch.optim.lr_scheduler.LRScheduler | None, config: dict, state: dict,
+                    model_state: dict[str, Tensor] | None = None, optimizer_state: dict | None = None) -> Path:
     """Write a complete checkpoint to ``directory`` atomically (replacing an older one of that name).
 
     ``config`` and ``state`` (step, data position, best metric...) must be JSON-serialisable.
+    ``model_state`` / ``optimizer_state`` replace ``model.state_dict()`` / ``optimizer.state_dict()``
+    where those are gathered otherwise (the full state dicts of a sharded model).
     """
     directory = Path(directory)
     texts = {CONFIG: _json_text(config, "config"), STATE: _json_text(state, "state")}
-    trees = {"optimizer": optimizer.state_dict(), RNG: _rng_state()}
+    trees = {"optimizer": optimizer_state if optimizer_state is not None else optimizer.state_dict(),
+             RNG: _rng_state()}
     if scheduler is not None:
         trees["scheduler"] = scheduler.state_dict()
     # Everything is encoded before the disk is touched, so an unstorable value fails cleanly.
-    tensor_files = {MODEL: _cpu_tensors(model.state_dict())}
+    tensor_files = {MODEL: _cpu_tensors(model_state if model_state is not None else model.state_dict())}
     for name, tree in trees.items():
         tensors: dict[str, Tensor] = {}
         texts[f"{name}.json"] = json.dumps(_flatten(tree, "", tensors), indent=1)
@@ -80,13 +83,30 @@ def load_checkpoint(directory: str | Path, *, model: torch.nn.Module,
                     map_location: str | torch.device = "cpu") -> dict:
     """Restore the model (strictly), optimizer, scheduler and every RNG; return the saved ``state``."""
     directory = Path(directory)
-    if not (directory / COMPLETE).is_file():
-        raise FileNotFoundError(f"{directory} is not a complete checkpoint (no {COMPLETE} marker)")
-    model.load_state_dict(load_file(directory / MODEL, device=str(map_location)))
+    model.load_state_dict(read_model_state(directory, map_location))
     if optimizer is not None:
         # Loaded on the CPU: load_state_dict moves each tensor to its parameter's device and keeps
         # `step` on the CPU (unless fused/capturable), exactly as in the uninterrupted run.
-        optimizer.load_state_dict(_read_tree(directory, "optimizer"))
+        optimizer.load_state_dict(read_optimizer_state(directory))
+    return restore_training_state(directory, scheduler)
+
+
+def read_model_state(directory: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Tensor]:
+    """The model's state dict stored in a complete checkpoint."""
+    directory = Path(directory)
+    if not (directory / COMPLETE).is_file():
+        raise FileNotFoundError(f"{directory} is not a complete checkpoint (no {COMPLETE} marker)")
+    return load_file(directory / MODEL, device=str(map_location))
+
+
+def read_optimizer_state(directory: str | Path) -> dict:
+    """The optimizer's state dict stored in a checkpoint, its tensors on the CPU."""
+    return _read_tree(Path(directory), "optimizer")
+
+
+def restore_training_state(directory: str | Path, scheduler: torch.optim.lr_scheduler.LRScheduler | None) -> dict:
+    """The scheduler and every RNG as saved; returns the saved loop ``state``."""
+    directory = Path(directory)
     if scheduler is not None:
         if not (directory / "scheduler.json").is_file():
             raise FileNotFoundError(f"{directory} holds no scheduler state (it was saved without one)")

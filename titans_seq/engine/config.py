@@ -69,6 +69,7 @@ class RunConfig:
     seed: int = 0
     device: str = "auto"                 # auto | cpu | cuda
     precision: str = "auto"              # auto (bf16 autocast on CUDA, fp32 on CPU) | fp32 | bf16
+    strategy: str = "ddp"                # under torchrun: ddp, or fsdp (FSDP2: fully_shard per block, then the root)
 
 
 @dataclass
@@ -89,7 +90,7 @@ class Recipe:
 
 
 CHOICES = {"eval.mode": ("min", "max"), "run.device": ("auto", "cpu", "cuda"),
-           "run.precision": ("auto", "fp32", "bf16")}
+           "run.precision": ("auto", "fp32", "bf16"), "run.strategy": ("ddp", "fsdp")}
 
 
 def packaged_recipes() -> dict[str, Path]:

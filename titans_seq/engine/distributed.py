@@ -1,4 +1,4 @@
-"""Process-group set-up under torchrun, and wrapping a model for DDP."""
+"""Process-group set-up under torchrun; DDP or FSDP2 wrapping; full state dicts of a sharded model."""
 from __future__ import annotations
 
 import gc
@@ -48,15 +48,59 @@ def init_process(preference: str) -> ProcessEnv:
     return ProcessEnv(rank, world_size, device)
 
 
-def wrap_model(model: nn.Module, env: ProcessEnv) -> nn.Module:
-    """DistributedDataParallel under torchrun; the model as is on one process.
+def wrap_model(model: nn.Module, env: ProcessEnv, strategy: str, block_type: type[nn.Module]) -> nn.Module:
+    """DDP, or FSDP2 (``fully_shard`` on every ``block_type`` module, then the root); as is on one process.
 
-    Only parameters are synchronised: the memory's per-sequence state is an activation, never all-reduced.
+    Build the optimizer afterwards: FSDP2 replaces the parameters with sharded ones. Only
+    parameters are synchronised: the memory's per-sequence state is an activation, never all-reduced.
     """
     if not env.distributed:
         return model
+    if strategy == "fsdp":
+        from torch.distributed.fsdp import fully_shard
+        for module in model.modules():
+            if isinstance(module, block_type):
+                fully_shard(module)
+        return fully_shard(model)
     device_ids = [env.device.index] if env.device.type == "cuda" else None
     return nn.parallel.DistributedDataParallel(model, device_ids=device_ids)
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
+
+
+def is_sharded(model: nn.Module) -> bool:
+    return any(type(p).__name__ == "DTensor" for p in model.parameters())
+
+
+def _full_options():
+    from torch.distributed.checkpoint.state_dict import StateDictOptions
+    return StateDictOptions(full_state_dict=True, cpu_offload=True)
+
+
+def full_state_dicts(model: nn.Module, optimizer: torch.optim.Optimizer | None) -> tuple[dict, dict | None]:
+    """The whole model's and optimizer's state dicts; for a sharded model every process must call this."""
+    if not is_sharded(model):
+        return unwrap(model).state_dict(), None if optimizer is None else optimizer.state_dict()
+    from torch.distributed.checkpoint.state_dict import get_model_state_dict, get_optimizer_state_dict
+    model_state = get_model_state_dict(model, options=_full_options())
+    optimizer_state = None if optimizer is None else get_optimizer_state_dict(model, optimizer, options=_full_options())
+    return model_state, optimizer_state
+
+
+def load_full_state_dicts(model: nn.Module, optimizer: torch.optim.Optimizer | None, model_state: dict,
+                          optimizer_state: dict | None) -> None:
+    """Load whole state dicts (as :func:`full_state_dicts` returns them) into a model, sharded or not."""
+    if not is_sharded(model):
+        unwrap(model).load_state_dict(model_state)
+        if optimizer is not None:
+            optimizer.load_state_dict(optimizer_state)
+        return
+    from torch.distributed.checkpoint.state_dict import set_model_state_dict, set_optimizer_state_dict
+    set_model_state_dict(model, model_state, options=_full_options())
+    if optimizer is not None:
+        set_optimizer_state_dict(model, optimizer, optimizer_state, options=_full_options())
 
 
 def all_agree(flag: bool, env: ProcessEnv) -> bool:

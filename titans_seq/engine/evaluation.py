@@ -4,7 +4,6 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from .checkpoint import load_checkpoint
 from .config import Recipe
 from .distributed import init_process
 from .errors import UserError
@@ -18,7 +17,7 @@ def evaluate_checkpoint(recipe: Recipe, checkpoint: Path, split: str = "test", o
         raise UserError(f"--checkpoint {checkpoint}: not a complete checkpoint directory")
     env = init_process(recipe.run.device)
     trainer = Trainer(recipe, env)
-    load_checkpoint(checkpoint, model=trainer.model, map_location=env.device)
+    trainer.load_weights(checkpoint)
     dataset = trainer.splits[split]
     started = time.perf_counter()
     metrics, tokens = evaluate(trainer.task, trainer.model, dataset, recipe, env.device)

@@ -16,9 +16,13 @@ import torch
 from torch import nn
 from torch.utils.data import BatchSampler, DataLoader, Dataset, DistributedSampler
 
-from .checkpoint import checkpoint_dir, latest_checkpoint, load_checkpoint, prune_checkpoints, save_checkpoint
+from titans_seq.backbones import Block
+
+from .checkpoint import (checkpoint_dir, latest_checkpoint, prune_checkpoints, read_model_state, read_optimizer_state,
+                         restore_training_state, save_checkpoint)
 from .config import OptimConfig, Recipe, RecipeError, recipe_to_yaml
-from .distributed import ProcessEnv, all_agree, close_process, init_process, mean_over_processes, wrap_model
+from .distributed import (ProcessEnv, all_agree, close_process, full_state_dicts, init_process, load_full_state_dicts,
+                          mean_over_processes, wrap_model)
 from .errors import TrainingError
 from .progress import MetricsLog, Progress
 from .records import result_record, write_atomically, write_record
@@ -143,8 +147,9 @@ class Trainer:
         self.run_dir = recipe.run_dir
         seed_everything(recipe.run.seed)          # the same initial weights on every process
         self.task = get_task(recipe.task.name)(recipe.task)
-        self.model = self.task.build_model(recipe.model).to(env.device)
-        self.parameters = sum(p.numel() for p in self.model.parameters())
+        model = self.task.build_model(recipe.model).to(env.device)
+        self.parameters = sum(p.numel() for p in model.parameters())
+        self.model = wrap_model(model, env, recipe.run.strategy, Block)   # DDP / FSDP2 under torchrun
         self.splits = self.task.datasets()
         missing = {"train", "val", "test"} - set(self.splits)
         if missing:
@@ -157,13 +162,20 @@ class Trainer:
         latest = latest_checkpoint(self.run_dir)
         if latest is None:
             raise RecipeError(f"--resume: no complete checkpoint under {self.run_dir / 'checkpoints'}")
-        self.state = LoopState(**load_checkpoint(latest, model=self.model, optimizer=self.optimizer,
-                                                 scheduler=self.scheduler, map_location=self.env.device))
+        self.load_weights(latest, with_optimizer=True)
+        self.state = LoopState(**restore_training_state(latest, self.scheduler))
+
+    def load_weights(self, directory: Path, with_optimizer: bool = False) -> None:
+        load_full_state_dicts(self.model, self.optimizer if with_optimizer else None,
+                              read_model_state(directory, self.env.device),
+                              read_optimizer_state(directory) if with_optimizer else None)
 
     def save(self, directory: Path) -> None:
+        model_state, optimizer_state = full_state_dicts(self.model, self.optimizer)   # every process: FSDP gathers
         if self.env.is_main:
-            save_checkpoint(directory, model=self.model, optimizer=self.optimizer, scheduler=self.scheduler,
-                            config=self.recipe.to_dict(), state=self.state.__dict__)
+            save_checkpoint(directory, model=None, optimizer=None, scheduler=self.scheduler,
+                            config=self.recipe.to_dict(), state=self.state.__dict__,
+                            model_state=model_state, optimizer_state=optimizer_state)
 
     def _step(self, model: nn.Module, batches: Iterator[Any]) -> tuple[float, int, bool]:
         """One optimizer step over grad_accum micro-batches: (mean loss, tokens, whether it was finite)."""
@@ -212,7 +224,7 @@ class Trainer:
         cfg, env, state = self.recipe, self.env, self.state
         if env.is_main:
             write_atomically(self.run_dir / "config.yaml", recipe_to_yaml(cfg))
-        model = wrap_model(self.model, env)
+        model = self.model
         model.train()
         log = MetricsLog(self.run_dir, enabled=env.is_main)
         progress = Progress(cfg.train.max_steps, state.step, cfg.train.log_every, enabled=env.is_main)
@@ -260,7 +272,7 @@ class Trainer:
         """Test metrics, once, with the best checkpoint's weights; written to test_results.json."""
         best = self.run_dir / BEST
         if (best / "COMPLETE").exists():
-            load_checkpoint(best, model=self.model, map_location=self.env.device)
+            self.load_weights(best)
         metrics, _ = evaluate(self.task, model, self.splits["test"], self.recipe, self.env.device)
         record = self.record("test", metrics, tokens_per_s, best_step=self.state.best_step)
         if self.env.is_main:
