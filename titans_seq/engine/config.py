@@ -1,7 +1,8 @@
 """Recipes: structured configs merged from a YAML file, the base recipes it extends, and overrides.
 
-A recipe has six sections: ``model`` (:class:`~titans_seq.TitansConfig`), ``task`` (the task's
-own config dataclass, chosen by ``task.name``), ``optim``, ``train``, ``eval`` and ``run``. A
+A recipe has seven sections: ``model`` (:class:`~titans_seq.TitansConfig`), ``task`` (the task's
+own config dataclass, chosen by ``task.name``), ``data`` (the task's data options, when it has
+any), ``optim``, ``train``, ``eval`` and ``run``. A
 recipe may name a ``base`` recipe (a path relative to it, or a packaged recipe's name) whose
 values it overrides. Every mistake becomes one :class:`RecipeError` line that names the key, the
 file and, where there are any, the valid choices.
@@ -76,6 +77,7 @@ class RunConfig:
 class Recipe:
     model: TitansConfig = field(default_factory=TitansConfig)
     task: Any = None
+    data: Any = None
     optim: OptimConfig = field(default_factory=OptimConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
@@ -178,6 +180,10 @@ def build_recipe(raw: DictConfig, source: str) -> Recipe:
         raise RecipeError(f"{source}: task.name: {error.args[0]}") from None
     schema = OmegaConf.structured(Recipe)
     schema.task = OmegaConf.structured(task_class.config_class)
+    data_class = getattr(task_class, "data_class", None)
+    schema.data = OmegaConf.structured(data_class) if data_class else None
+    if data_class is None and OmegaConf.select(raw, "data") is not None:
+        raise RecipeError(f"{source}: task {task_name!r} takes no data section")
     try:
         merged = OmegaConf.merge(schema, raw)
         recipe = OmegaConf.to_object(merged)

@@ -15,16 +15,19 @@ class Task(ABC):
     """A domain's task: its config dataclass, data splits, a model around a Backbone, loss, metrics.
 
     Subclasses set ``name`` (what recipes write as ``task.name``), ``config_class`` (a dataclass of
-    the task's options) and ``dataset_name``, and are registered with
+    the task's options), optionally ``data_class`` (a dataclass of its data options: the recipe's
+    ``data`` section) and ``dataset_name``, and are registered with
     :func:`titans_seq.engine.registry.register_task`.
     """
 
     name: ClassVar[str]
     config_class: ClassVar[type]
+    data_class: ClassVar[type | None] = None
     dataset_name: ClassVar[str] = ""
 
-    def __init__(self, config: Any):
+    def __init__(self, config: Any, data: Any = None):
         self.config = config
+        self.data = data
 
     @abstractmethod
     def build_model(self, model_config: TitansConfig) -> nn.Module:

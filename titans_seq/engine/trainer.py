@@ -146,7 +146,7 @@ class Trainer:
         self.recipe, self.env = recipe, env
         self.run_dir = recipe.run_dir
         seed_everything(recipe.run.seed)          # the same initial weights on every process
-        self.task = get_task(recipe.task.name)(recipe.task)
+        self.task = get_task(recipe.task.name)(recipe.task, recipe.data)
         model = self.task.build_model(recipe.model).to(env.device)
         self.parameters = sum(p.numel() for p in model.parameters())
         self.model = wrap_model(model, env, recipe.run.strategy, Block)   # DDP / FSDP2 under torchrun

@@ -1,0 +1,156 @@
+"""DNA sequence classification: a labelled table in, Backbone over bases, pooled head, MCC and friends."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from sklearn.metrics import accuracy_score, f1_score, matthews_corrcoef, roc_auc_score
+from torch import Tensor, nn
+from torch.utils.data import TensorDataset
+
+from titans_seq.backbones import Backbone, TitansConfig
+from titans_seq.engine.errors import UserError
+from titans_seq.engine.registry import register_task
+from titans_seq.engine.task import Task
+
+from .tables import LabelledSequences, read_labelled
+from .tokenizer import PAD, DNATokenizer, reverse_complement_tokens
+
+POOLINGS = ("mean", "max", "last")
+
+
+@dataclass
+class DNAClassificationConfig:
+    name: str = "dna_classification"
+    pooling: str = "mean"            # mean | max | last: how token states become one sequence vector
+    rc_augment: bool = True          # train on the reverse complement of a random half of each batch
+    rc_average: bool = False         # at evaluation, average the logits of a sequence and its reverse complement
+
+
+@dataclass
+class DNAClassificationData:
+    path: str = "../shared/data/dna/gue/prom_core_notata"  # a table, a train/dev/test folder, or <split>/<class>/ folders
+    sequence_column: str | None = None   # found by name (sequence, seq) when not given
+    label_column: str | None = None      # found by name (label, class) when not given
+    max_length: int = 0                  # longer sequences are cut; 0: the longest in the data
+    val_fraction: float = 0.1            # of train, held out for validation when there is no val split
+    test_fraction: float = 0.1           # of a single table, held out for testing
+    split_seed: int = 0
+
+
+def _class_names(labels: list[str]) -> list[str]:
+    unique = sorted(set(labels))
+    try:
+        return sorted(unique, key=float)
+    except ValueError:
+        return unique
+
+
+def _carve(data: LabelledSequences, fraction: float, seed: int) -> tuple[LabelledSequences, LabelledSequences]:
+    order = np.random.default_rng(seed).permutation(len(data.sequences))
+    cut = max(1, int(round(fraction * len(order))))
+    pick = lambda idx: LabelledSequences([data.sequences[i] for i in idx], [data.labels[i] for i in idx])  # noqa: E731
+    return pick(order[cut:]), pick(order[:cut])
+
+
+class SequenceClassifier(nn.Module):
+    """Embedding -> Backbone -> pooling over the real (non-pad) tokens -> linear head."""
+
+    def __init__(self, vocab_size: int, n_classes: int, config: TitansConfig, pooling: str):
+        super().__init__()
+        self.pooling = pooling
+        self.embed = nn.Embedding(vocab_size, config.d_model, padding_idx=PAD)
+        self.backbone = Backbone(config)
+        self.head = nn.Linear(config.d_model, n_classes)
+
+    def forward(self, ids: Tensor) -> Tensor:
+        states = self.backbone(self.embed(ids))
+        real = (ids != PAD).unsqueeze(-1)
+        if self.pooling == "mean":
+            pooled = (states * real).sum(1) / real.sum(1).clamp(min=1)
+        elif self.pooling == "max":
+            pooled = states.masked_fill(~real, float("-inf")).amax(1)
+        else:
+            last = real.squeeze(-1).sum(1).clamp(min=1) - 1
+            pooled = states[torch.arange(len(ids), device=ids.device), last]
+        return self.head(pooled)
+
+
+@register_task
+class DNAClassificationTask(Task):
+    name = "dna_classification"
+    config_class = DNAClassificationConfig
+    data_class = DNAClassificationData
+
+    def __init__(self, config: DNAClassificationConfig, data: DNAClassificationData):
+        super().__init__(config, data)
+        if config.pooling not in POOLINGS:
+            raise UserError(f"task.pooling={config.pooling!r} is not one of {', '.join(POOLINGS)}")
+        self.tokenizer = DNATokenizer()
+        self.dataset_name = Path(data.path).name
+        self.splits = self._load_splits()
+        self.classes = _class_names(self.splits["train"].labels)
+        if len(self.classes) < 2:
+            raise UserError(f"{data.path}: the label column has one class ({self.classes[0]!r}); "
+                            "classification needs at least two")
+
+    def _load_splits(self) -> dict[str, LabelledSequences]:
+        d = self.data
+        splits = read_labelled(d.path, d.sequence_column, d.label_column)
+        if "all" in splits:
+            splits["train"], splits["test"] = _carve(splits.pop("all"), d.test_fraction, d.split_seed)
+        if "train" not in splits or "test" not in splits:
+            raise UserError(f"{d.path}: needs a train and a test split; found {', '.join(sorted(splits))}")
+        if "val" not in splits:
+            splits["train"], splits["val"] = _carve(splits["train"], d.val_fraction, d.split_seed)
+        return splits
+
+    def _tensors(self, split: str, max_length: int) -> TensorDataset:
+        data, index = self.splits[split], {name: i for i, name in enumerate(self.classes)}
+        unseen = sorted(set(data.labels) - set(index))
+        if unseen:
+            raise UserError(f"{self.data.path}: the {split} split has labels the train split lacks: {unseen[:5]}")
+        ids = torch.full((len(data.sequences), max_length), PAD, dtype=torch.long)
+        for row, sequence in enumerate(data.sequences):
+            tokens = self.tokenizer.encode(sequence, where=f"{self.data.path} ({split} split, record {row + 1})")
+            ids[row, :min(len(tokens), max_length)] = tokens[:max_length]
+        return TensorDataset(ids, torch.tensor([index[label] for label in data.labels]))
+
+    def datasets(self):
+        longest = max(len(s) for split in self.splits.values() for s in split.sequences)
+        length = min(longest, self.data.max_length) if self.data.max_length else longest
+        return {split: self._tensors(split, length) for split in ("train", "val", "test")}
+
+    def build_model(self, model_config: TitansConfig) -> nn.Module:
+        return SequenceClassifier(self.tokenizer.vocab_size, len(self.classes), model_config, self.config.pooling)
+
+    def loss(self, model: nn.Module, batch) -> Tensor:
+        ids, labels = batch
+        if self.config.rc_augment:
+            flip = torch.rand(len(ids), device=ids.device) < 0.5
+            ids = torch.where(flip.unsqueeze(-1), reverse_complement_tokens(ids), ids)
+        return F.cross_entropy(model(ids).float(), labels)
+
+    def evaluate(self, model: nn.Module, batches: Iterable) -> dict[str, float]:
+        logits, labels = [], []
+        for ids, target in batches:
+            out = model(ids).float()
+            if self.config.rc_average:
+                out = (out + model(reverse_complement_tokens(ids)).float()) / 2
+            logits.append(out.cpu())
+            labels.append(target.cpu())
+        logits, labels = torch.cat(logits), torch.cat(labels).numpy()
+        probs = logits.softmax(-1).numpy()
+        predicted = probs.argmax(-1)
+        metrics = {"loss": F.cross_entropy(logits, torch.from_numpy(labels)).item(),
+                   "accuracy": accuracy_score(labels, predicted),
+                   "mcc": matthews_corrcoef(labels, predicted),
+                   "macro_f1": f1_score(labels, predicted, average="macro")}
+        if len(np.unique(labels)) == len(self.classes):   # AUROC needs every class present
+            metrics["auroc"] = (roc_auc_score(labels, probs[:, 1]) if len(self.classes) == 2
+                                else roc_auc_score(labels, probs, multi_class="ovr"))
+        return {name: float(value) for name, value in metrics.items()}
