@@ -113,3 +113,27 @@ def test_dna_mac_recipe_trains_on_a_real_gue_task(tmp_path):
     assert result.returncode == 0, result.stderr
     assert "dna_classification (prom_core_notata, test) mac:" in result.stdout
     assert "mcc" in result.stdout and "auroc" in result.stdout
+
+
+def test_pretrain_on_a_genome_then_fine_tune_from_it(tmp_path):
+    genome = tmp_path / "genome.fa"
+    rng = __import__("random").Random(0)
+    genome.write_text(">chr1\n" + "".join(rng.choice("ACGT") for _ in range(6000)) + "\n>chr2\n"
+                      + "".join(rng.choice("acgtN") for _ in range(3000)) + "\n")
+    small = ["model.d_model=16", "model.n_layers=1", "model.n_heads=2", "train.batch_size=4", "train.max_steps=3",
+             "train.eval_every=3", f"run.out_dir={tmp_path / 'runs'}"]
+    pre = run_cli("train", "recipes/dna_pretrain.yaml", f"data.path={genome}", "data.window=64",
+                  "data.train_windows=32", "data.val_fraction=0.05", "data.test_fraction=0.05", *small)
+    assert pre.returncode == 0, pre.stderr
+    assert "bits_per_base" in pre.stdout
+    table = tmp_path / "labels.csv"
+    table.write_text("sequence,label\n" + "".join(f"{rng.choice(['ACGTACGT', 'TTTTGGGG'])},{i % 2}\n"
+                                                  for i in range(40)))
+    checkpoint = tmp_path / "runs" / "dna-pretrain-mac" / "best"
+    tuned = run_cli("train", "recipes/dna_mac.yaml", f"data.path={table}", f"model.init_from={checkpoint}",
+                    "run.name=tuned", *small)
+    assert tuned.returncode == 0, tuned.stderr
+    assert "initialised" in tuned.stdout
+    wrong = run_cli("train", "recipes/dna_mac.yaml", f"data.path={table}", f"model.init_from={checkpoint}",
+                    "run.name=wrong", *small, "model.d_model=32")
+    assert wrong.returncode == 2 and "were the model settings the same" in wrong.stderr

@@ -32,6 +32,18 @@ class RecipeError(UserError):
 
 
 @dataclass
+class ModelConfig(TitansConfig):
+    """The backbone's config, plus where to take pretrained weights from."""
+
+    init_from: str | None = None         # a checkpoint folder: its backbone (and embedding) weights start this run
+
+    def backbone(self) -> TitansConfig:
+        values = dataclasses.asdict(self)
+        values.pop("init_from")
+        return TitansConfig(**values)
+
+
+@dataclass
 class OptimConfig:
     lr: float = 3e-4                     # peak learning rate
     weight_decay: float = 0.1            # AdamW's decoupled weight decay (matrices only)
@@ -75,7 +87,7 @@ class RunConfig:
 
 @dataclass
 class Recipe:
-    model: TitansConfig = field(default_factory=TitansConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
     task: Any = None
     data: Any = None
     optim: OptimConfig = field(default_factory=OptimConfig)

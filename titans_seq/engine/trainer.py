@@ -23,7 +23,7 @@ from .checkpoint import (checkpoint_dir, latest_checkpoint, prune_checkpoints, r
 from .config import OptimConfig, Recipe, RecipeError, recipe_to_yaml
 from .distributed import (ProcessEnv, all_agree, close_process, full_state_dicts, init_process, load_full_state_dicts,
                           mean_over_processes, wrap_model)
-from .errors import TrainingError
+from .errors import TrainingError, UserError
 from .progress import MetricsLog, Progress
 from .records import result_record, write_atomically, write_record
 from .registry import get_task
@@ -135,6 +135,25 @@ def evaluate(task: Task, model: nn.Module, dataset: Dataset, recipe: Recipe, dev
     return metrics, tokens
 
 
+def load_matching_weights(model: nn.Module, directory: Path) -> int:
+    """Copy a checkpoint's tensors whose names and shapes match (a new head is left as built).
+
+    Every backbone tensor must be found: a pretrained model of other sizes is a user error.
+    """
+    try:
+        saved = read_model_state(directory)
+    except FileNotFoundError:
+        raise UserError(f"model.init_from={directory}: not a complete checkpoint folder") from None
+    own = model.state_dict()
+    matching = {name: t for name, t in saved.items() if name in own and own[name].shape == t.shape}
+    missing = [name for name in own if name.startswith("backbone.") and name not in matching]
+    if missing:
+        raise UserError(f"model.init_from={directory}: no matching weights for {missing[0]} "
+                        f"({len(missing)} backbone tensors in all); were the model settings the same?")
+    model.load_state_dict(matching, strict=False)
+    return len(matching)
+
+
 def _improved(value: float, best: float | None, mode: str) -> bool:
     return best is None or (value < best if mode == "min" else value > best)
 
@@ -147,7 +166,11 @@ class Trainer:
         self.run_dir = recipe.run_dir
         seed_everything(recipe.run.seed)          # the same initial weights on every process
         self.task = get_task(recipe.task.name)(recipe.task, recipe.data)
-        model = self.task.build_model(recipe.model).to(env.device)
+        model = self.task.build_model(recipe.model.backbone()).to(env.device)
+        if recipe.model.init_from:
+            loaded = load_matching_weights(model, Path(recipe.model.init_from))
+            if env.is_main:
+                print(f"initialised {loaded} tensors from {recipe.model.init_from}")
         self.parameters = sum(p.numel() for p in model.parameters())
         self.model = wrap_model(model, env, recipe.run.strategy, Block)   # DDP / FSDP2 under torchrun
         self.splits = self.task.datasets()
