@@ -1,5 +1,4 @@
 """DNA tokenisation, sequence tables, and the classification task end to end on a real GUE task."""
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -13,14 +12,6 @@ from titans_seq.tasks.dna.tables import read_labelled
 from titans_seq.tasks.dna.tokenizer import PAD, DNATokenizer, reverse_complement_tokens
 
 REPO = Path(__file__).resolve().parents[2]
-GUE = REPO.parent / "shared" / "data" / "dna" / "gue" / "prom_core_notata"
-
-
-def require_shared_data(path: Path) -> None:
-    if not path.exists():
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"shared data missing in CI: {path}")
-        pytest.skip(f"shared data not found: {path}")
 
 
 def test_character_tokens_soft_masking_and_ambiguity_codes():
@@ -105,9 +96,9 @@ def test_missing_data_path_says_where_it_looked(tmp_path):
     assert result.returncode == 2 and "nowhere does not exist" in result.stderr
 
 
-def test_dna_mac_recipe_trains_on_a_real_gue_task(tmp_path):
-    require_shared_data(GUE)
-    result = run_cli("train", "recipes/dna_mac.yaml", f"data.path={GUE}", f"run.out_dir={tmp_path}",
+def test_dna_mac_recipe_trains_on_a_real_gue_task(tmp_path, shared_data):
+    gue = shared_data("dna", "gue", "prom_core_notata")
+    result = run_cli("train", "recipes/dna_mac.yaml", f"data.path={gue}", f"run.out_dir={tmp_path}",
                      "model.d_model=32", "model.n_layers=1", "model.n_heads=2", "train.max_steps=4",
                      "train.batch_size=8", "train.eval_batches=2", "train.eval_every=2")
     assert result.returncode == 0, result.stderr

@@ -14,7 +14,6 @@ from titans_seq.engine.errors import UserError
 from titans_seq.tasks.dna.genome import Genome, split_contigs, windows
 from titans_seq.tasks.dna.intervals import Interval, interval_sequences, read_intervals, reverse_complement
 
-REAL_FASTA = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "dna" / "fasta"
 ECOLI = "NC_000913.3"
 
 
@@ -301,14 +300,11 @@ def test_unknown_contig_names_in_selections(tmp_path, contigs):
     assert_one_line(exc, path, "no contig")
 
 
-def test_real_ecoli_genome_plain_and_gzip(tmp_path):
-    plain_path = REAL_FASTA / "ecoli_k12_mg1655_GCF_000005845.2.fna"
-    gzip_path = REAL_FASTA / "GCF_000005845.2_ASM584v2_genomic.fna.gz"
-    if not (plain_path.is_file() and gzip_path.is_file()):
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"the E. coli reference is missing from {REAL_FASTA}")
-        pytest.skip(f"the E. coli reference is not in {REAL_FASTA}")
-    before = sorted(p.name for p in REAL_FASTA.iterdir())
+def test_real_ecoli_genome_plain_and_gzip(tmp_path, shared_data):
+    plain_path = shared_data("dna", "fasta", "ecoli_k12_mg1655_GCF_000005845.2.fna")
+    gzip_path = shared_data("dna", "fasta", "GCF_000005845.2_ASM584v2_genomic.fna.gz")
+    real_fasta = plain_path.parent
+    before = sorted(p.name for p in real_fasta.iterdir())
     plain = Genome(plain_path, index_dir=tmp_path)
     packed = Genome(gzip_path, index_dir=tmp_path)
     assert gzip_path.read_bytes()[:4] == b"\x1f\x8b\x08\x08"     # plain gzip (no BGZF extra field) ...
@@ -317,4 +313,4 @@ def test_real_ecoli_genome_plain_and_gzip(tmp_path):
     assert plain.fetch(ECOLI, 0, 20) == "AGCTTTTCATTCTGACTGCA"
     for start in (0, 1_234_567, 4_641_552):
         assert plain.fetch(ECOLI, start, start + 100) == packed.fetch(ECOLI, start, start + 100)
-    assert sorted(p.name for p in REAL_FASTA.iterdir()) == before   # the shared data stays untouched
+    assert sorted(p.name for p in real_fasta.iterdir()) == before   # the shared data stays untouched
