@@ -1,0 +1,87 @@
+"""Corpora, token shards and packing: documents keep their boundaries, shards round-trip, empty corpora stop."""
+import json
+
+import numpy as np
+import pytest
+
+from titans_seq.engine.errors import UserError
+from titans_seq.tasks.lm.corpus import Corpus
+from titans_seq.tasks.lm.shards import INDEX, PackedSequences, TokenShards, cached_shards, write_shards
+from titans_seq.tasks.lm.tokenizers import ByteTokenizer
+
+DOCUMENTS = ["first document.", "the second, a little longer, document", "héllo wörld", "x"]
+
+
+def test_shards_round_trip_across_shard_files(tmp_path):
+    tokenizer = ByteTokenizer()
+    shards = write_shards(DOCUMENTS, tokenizer, tmp_path / "s", shard_tokens=7)
+    expected = np.concatenate([[*tokenizer.encode(d), tokenizer.eos_id] for d in DOCUMENTS])
+    assert len(shards) == len(expected)
+    assert len(shards.shards) == -(-len(expected) // 7)          # several files, the last one partial
+    assert np.array_equal(shards.read(0, len(shards)), expected)
+    assert np.array_equal(shards.read(5, 23), expected[5:23])    # a slice spanning three files
+    index = json.loads((tmp_path / "s" / INDEX).read_text())
+    assert index["dtype"] == "uint16" and index["documents"] == 4
+    assert index["text_bytes"] == sum(len(d.encode()) for d in DOCUMENTS)
+    assert not [p for p in (tmp_path / "s").iterdir() if p.name.startswith(".")]   # no temporary file left
+    reopened = TokenShards(tmp_path / "s")
+    assert np.array_equal(reopened.read(0, len(reopened)), expected)
+
+
+def test_large_vocabularies_use_uint32(tmp_path):
+    class Wide(ByteTokenizer):
+        vocab_size, eos_id = 70_000, 69_999
+    shards = write_shards(["ab"], Wide(), tmp_path / "s")
+    assert shards.index.dtype == "uint32"
+    assert shards.read(0, 3).tolist() == [97, 98, 69_999]
+
+
+def test_packing_keeps_document_boundaries(tmp_path):
+    tokenizer = ByteTokenizer()
+    data = PackedSequences(write_shards(DOCUMENTS, tokenizer, tmp_path / "s"), seq_len=8)
+    for i in range(len(data)):                                 # targets are the inputs shifted by one
+        inputs, targets = data[i]
+        assert inputs.shape == targets.shape == (8,) and inputs[1:].tolist() == targets[:-1].tolist()
+    stream = [t for i in range(len(data)) for t in data[i][0].tolist()] + [data[len(data) - 1][1][-1].item()]
+    expected = [t for d in DOCUMENTS for t in [*tokenizer.encode(d), tokenizer.eos_id]]
+    assert stream == expected[:len(stream)]                    # each document whole, then one end-of-document
+    assert len(expected) - 8 < len(stream)                     # only the last partial sequence is dropped
+
+
+def test_corpus_reads_folders_and_jsonl(tmp_path):
+    (tmp_path / "b.txt").write_text("plain text")
+    (tmp_path / "a.jsonl").write_text('{"text": "one"}\n\n{"text": ""}\n{"text": "two"}\n')
+    (tmp_path / "ignored.csv").write_text("x,y\n")
+    assert list(Corpus(str(tmp_path)).documents()) == ["one", "two", "plain text"]
+    assert list(Corpus(str(tmp_path / "a.jsonl")).documents()) == ["one", "two"]
+
+
+@pytest.mark.parametrize("content,message", [
+    ("", "empty"), ("   \n\n", "empty"),
+])
+def test_an_empty_corpus_is_a_user_error(tmp_path, content, message):
+    (tmp_path / "c.txt").write_text(content)
+    with pytest.raises(UserError, match=message):
+        cached_shards(Corpus(str(tmp_path / "c.txt")), ByteTokenizer(), tmp_path / "cache")
+    assert not any((tmp_path / "cache").iterdir())
+
+
+def test_bad_corpora_are_user_errors(tmp_path):
+    with pytest.raises(UserError, match="no such file"):
+        Corpus(str(tmp_path / "nope")).files()
+    (tmp_path / "d").mkdir()
+    with pytest.raises(UserError, match="holds no"):
+        Corpus(str(tmp_path / "d")).files()
+    (tmp_path / "x.jsonl").write_text('{"body": "a"}\n')
+    with pytest.raises(UserError, match="no 'text' field"):
+        list(Corpus(str(tmp_path / "x.jsonl")).documents())
+
+
+def test_shards_are_cached_until_the_corpus_changes(tmp_path):
+    (tmp_path / "c.txt").write_text("some text")
+    first = cached_shards(Corpus(str(tmp_path / "c.txt")), ByteTokenizer(), tmp_path / "cache")
+    again = cached_shards(Corpus(str(tmp_path / "c.txt")), ByteTokenizer(), tmp_path / "cache")
+    assert again.directory == first.directory
+    (tmp_path / "c.txt").write_text("other, longer text")
+    changed = cached_shards(Corpus(str(tmp_path / "c.txt")), ByteTokenizer(), tmp_path / "cache")
+    assert changed.directory != first.directory and len(changed) == len("other, longer text") + 1

@@ -1,0 +1,34 @@
+"""The LM task: a tiny recipe trains end to end from the command line; bits per byte is nats over bytes."""
+import json
+import math
+
+import pytest
+import torch
+
+from titans_seq.cli import main
+from titans_seq.tasks.lm.task import lm_metrics, token_loss_sums
+
+TINY_LM = ["model.d_model=16", "model.n_layers=1", "model.n_heads=2", "model.chunk_size=4", "model.segment_len=8",
+           "model.window=8", "data.seq_len=32", "data.val_fraction=0.001", "data.test_fraction=0.001",
+           "train.batch_size=4", "train.log_every=1", "train.eval_batches=2", "optim.warmup_steps=2"]
+
+
+def test_train_a_tiny_lm_recipe_on_tinyshakespeare(shared_data, tmp_path, capsys):
+    corpus = shared_data("text", "tinyshakespeare.txt")
+    assert main(["train", "lm_tiny", *TINY_LM, f"data.path={corpus}", f"data.cache_dir={tmp_path / 'cache'}",
+                 "train.max_steps=3", f"run.out_dir={tmp_path}"]) == 0
+    record = json.loads((tmp_path / "lm-tiny-mac" / "test_results.json").read_text())
+    assert set(record["metrics"]) == {"loss", "perplexity", "bits_per_byte"}
+    assert record["metrics"]["bits_per_byte"] == pytest.approx(record["metrics"]["loss"] / math.log(2), rel=1e-3)
+    assert "lm (" in capsys.readouterr().out
+
+
+def test_bits_per_byte_counts_the_bytes_each_target_stands_for():
+    logits = torch.zeros(1, 4, 3)                               # uniform over 3 tokens: ln 3 nats each
+    targets = torch.tensor([[0, 1, 2, 1]])
+    token_bytes = torch.tensor([1, 2, 0])                       # token 2 (end of document) is no text
+    nats, tokens, text_bytes = token_loss_sums(logits, targets, token_bytes)
+    assert (tokens, text_bytes) == (4, 5) and nats == pytest.approx(4 * math.log(3))
+    metrics = lm_metrics(nats, tokens, text_bytes)
+    assert metrics["bits_per_byte"] == pytest.approx(4 * math.log(3) / (math.log(2) * 5))
+    assert metrics["perplexity"] == pytest.approx(3.0)
