@@ -5,6 +5,8 @@
     titans-seq train RECIPE --resume
     titans-seq eval RECIPE --checkpoint runs/x/best
     titans-seq bench recipes/suites/recall.yaml
+    titans-seq generate --checkpoint runs/lm-tiny-mac/best --prompt "ROMEO:" --temperature 0.8
+    titans-seq tokenizer corpus/ --vocab-size 8192 --out tokenizer.json
     titans-seq list
 """
 from __future__ import annotations
@@ -57,6 +59,19 @@ def _list(args: argparse.Namespace) -> None:
     print("variants: " + ", ".join(VARIANTS))
 
 
+def _generate(args: argparse.Namespace) -> None:
+    from titans_seq.tasks.lm.commands import generate_command
+
+    print(generate_command(args.checkpoint, args.prompt, args.input_file, args.max_new_tokens, args.temperature,
+                           args.top_k, args.top_p, args.seed, args.device))
+
+
+def _tokenizer(args: argparse.Namespace) -> None:
+    from titans_seq.tasks.lm.commands import tokenizer_command
+
+    print(tokenizer_command(args.corpus, args.vocab_size, args.out, args.text_field))
+
+
 def _print_record(record: dict) -> None:
     if int(os.environ.get("RANK", 0)) != 0:   # under torchrun, one line from rank 0
         return
@@ -93,6 +108,25 @@ def build_parser() -> argparse.ArgumentParser:
 
     listing = commands.add_parser("list", help="show packaged recipes, tasks and model variants")
     listing.set_defaults(run=_list)
+
+    generate = commands.add_parser("generate", help="write text with a trained language model, or score a file")
+    generate.add_argument("--checkpoint", required=True, help="a checkpoint directory, e.g. runs/NAME/best")
+    generate.add_argument("--prompt", default="", help="the text to continue")
+    generate.add_argument("--input-file", help="instead: stream this text file through the model, report bits/byte")
+    generate.add_argument("--max-new-tokens", type=int, default=200)
+    generate.add_argument("--temperature", type=float, default=1.0, help="0: greedy")
+    generate.add_argument("--top-k", type=int, default=0, help="sample among the k likeliest tokens; 0: all")
+    generate.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling mass; 1: all")
+    generate.add_argument("--seed", type=int, default=0)
+    generate.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    generate.set_defaults(run=_generate)
+
+    tokenizer = commands.add_parser("tokenizer", help="train a byte-level BPE tokenizer on a corpus")
+    tokenizer.add_argument("corpus", help="a text file, a folder of them, or a .jsonl file")
+    tokenizer.add_argument("--vocab-size", type=int, default=8192)
+    tokenizer.add_argument("--out", required=True, help="the tokenizers .json file to write")
+    tokenizer.add_argument("--text-field", default="text", help="the JSONL field holding the text")
+    tokenizer.set_defaults(run=_tokenizer)
     return parser
 
 

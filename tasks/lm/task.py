@@ -85,6 +85,11 @@ class LanguageModelTask(Task):
         self.token_bytes = torch.from_numpy(self.tokenizer.token_bytes())
         self.dataset_name = data.path
 
+    @property
+    def context_length(self) -> int:
+        """The sequence length the model trains on."""
+        return self.data.seq_len
+
     def _shards(self, path: str) -> TokenShards:
         return cached_shards(Corpus(path, self.data.text_field), self.tokenizer, self.data.cache_dir)
 

@@ -146,7 +146,16 @@ def train_bpe(texts: Iterable[str], vocab_size: int, out: str | Path) -> HFToken
     tokenizer.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=[EOS_TEXT],
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
-    tokenizer.train_from_iterator(texts, trainer=trainer)
+    documents = 0
+
+    def counted(texts: Iterable[str]) -> Iterable[str]:
+        nonlocal documents
+        for text in texts:
+            documents += 1
+            yield text
+    tokenizer.train_from_iterator(counted(texts), trainer=trainer)
+    if documents == 0:
+        raise UserError("cannot train a tokenizer: the corpus is empty (no document with any text)")
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.tmp")

@@ -1,0 +1,31 @@
+"""What the ``titans-seq generate`` and ``titans-seq tokenizer`` commands do (the CLI only parses)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from titans_seq.engine.errors import UserError
+
+from .corpus import Corpus
+from .generation import file_token_blocks, generate_text, load_language_model, stream_metrics
+from .tokenizers import train_bpe
+
+
+def generate_command(checkpoint: str, prompt: str = "", input_file: str | None = None, max_new_tokens: int = 200,
+                     temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0, seed: int = 0,
+                     device: str = "auto") -> str:
+    """The generated text, or with ``input_file`` one line of loss / bits per byte over the file."""
+    if temperature < 0 or not 0 < top_p <= 1 or top_k < 0 or max_new_tokens < 0:
+        raise UserError("--temperature and --top-k must be >= 0, --top-p in (0, 1], --max-new-tokens >= 0")
+    loaded = load_language_model(checkpoint, device)
+    if input_file is not None:
+        metrics = stream_metrics(loaded, file_token_blocks(input_file, loaded.tokenizer))
+        return (f"{input_file}: {metrics['tokens']:,} tokens  loss {metrics['loss']:.4f}  perplexity "
+                f"{metrics['perplexity']:.2f}  bits/byte {metrics['bits_per_byte']:.4f}  "
+                f"{metrics['tokens_per_s']:,.0f} tok/s")
+    return prompt + generate_text(loaded, prompt, max_new_tokens, temperature, top_k, top_p, seed)
+
+
+def tokenizer_command(corpus: str, vocab_size: int, out: str, text_field: str = "text") -> str:
+    """Train a byte-level BPE tokeniser on a corpus; a line saying where it went."""
+    tokenizer = train_bpe(Corpus(corpus, text_field).documents(), vocab_size, Path(out))
+    return f"wrote {out}: byte-level BPE, {tokenizer.vocab_size} tokens (use it with task.tokenizer={out})"
