@@ -6,6 +6,7 @@
     titans-seq eval RECIPE --checkpoint runs/x/best
     titans-seq bench recipes/suites/recall.yaml
     titans-seq generate --checkpoint runs/lm-tiny-mac/best --prompt "ROMEO:" --temperature 0.8
+    titans-seq niah --checkpoint runs/passkey-mac/best --kinds pk --lengths 1K,4K,16K
     titans-seq tokenizer corpus/ --vocab-size 8192 --out tokenizer.json
     titans-seq list
 """
@@ -66,6 +67,14 @@ def _generate(args: argparse.Namespace) -> None:
                            args.top_k, args.top_p, args.seed, args.device))
 
 
+def _niah(args: argparse.Namespace) -> None:
+    from titans_seq.tasks.lm.commands import niah_command, parse_list
+
+    kinds, lengths = parse_list(args.kinds, str, "--kinds"), parse_list(args.lengths, int, "--lengths")
+    print(niah_command(args.checkpoint, kinds, lengths, parse_list(args.depths, float, "--depths"), args.samples,
+                       args.seed, args.haystack, args.out, args.device))
+
+
 def _tokenizer(args: argparse.Namespace) -> None:
     from titans_seq.tasks.lm.commands import tokenizer_command
 
@@ -120,6 +129,19 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument("--seed", type=int, default=0)
     generate.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     generate.set_defaults(run=_generate)
+
+    niah = commands.add_parser("niah", help="single-needle-in-a-haystack accuracy of a language model")
+    niah.add_argument("--checkpoint", required=True, help="a checkpoint directory, e.g. runs/NAME/best")
+    niah.add_argument("--kinds", default="pk,n,w", help="pk (pass key in noise), n (number), w (UUID) in essays")
+    niah.add_argument("--lengths", default="2K,4K,8K,16K", help="prompt lengths in tokens, e.g. 2K,4K,65536")
+    niah.add_argument("--depths", default="0,0.25,0.5,0.75,1", help="needle depths, fractions of the haystack")
+    niah.add_argument("--samples", type=int, default=4, help="prompts per length and depth")
+    niah.add_argument("--seed", type=int, default=0)
+    niah.add_argument("--haystack", default="../shared/data/niah/paul_graham_essays_concat.txt",
+                      help="the essays the n and w needles hide in")
+    niah.add_argument("--out", help="where to write niah.md, niah.png, results.jsonl (default: beside the checkpoint)")
+    niah.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    niah.set_defaults(run=_niah)
 
     tokenizer = commands.add_parser("tokenizer", help="train a byte-level BPE tokenizer on a corpus")
     tokenizer.add_argument("corpus", help="a text file, a folder of them, or a .jsonl file")

@@ -1,1 +1,2 @@
-"""Language modelling and long-context recall: tokenisers, corpora, token shards, the LM task, generation, S-NIAH, BABILong."""
+"""Language modelling and long-context recall: tokenisers, corpora, token shards, the LM and passkey
+tasks, generation through the state, S-NIAH and BABILong."""

@@ -1,4 +1,4 @@
-"""What the ``titans-seq generate`` and ``titans-seq tokenizer`` commands do (the CLI only parses)."""
+"""What the ``titans-seq generate``, ``niah`` and ``tokenizer`` commands do (the CLI only parses)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -7,6 +7,8 @@ from titans_seq.engine.errors import UserError
 
 from .corpus import Corpus
 from .generation import file_token_blocks, generate_text, load_language_model, stream_metrics
+from .niah import ESSAYS
+from .niah_eval import evaluate_niah, write_report
 from .tokenizers import train_bpe
 
 
@@ -29,3 +31,27 @@ def tokenizer_command(corpus: str, vocab_size: int, out: str, text_field: str = 
     """Train a byte-level BPE tokeniser on a corpus; a line saying where it went."""
     tokenizer = train_bpe(Corpus(corpus, text_field).documents(), vocab_size, Path(out))
     return f"wrote {out}: byte-level BPE, {tokenizer.vocab_size} tokens (use it with task.tokenizer={out})"
+
+
+def niah_command(checkpoint: str, kinds: list[str], lengths: list[int], depths: list[float], samples: int = 4,
+                 seed: int = 0, haystack: str = ESSAYS, out: str | None = None, device: str = "auto") -> str:
+    """S-NIAH accuracy of a checkpoint per kind, length and depth: the table, and where the files went."""
+    loaded = load_language_model(checkpoint, device)
+    results = evaluate_niah(loaded, kinds, lengths, depths, samples, seed, haystack)
+    out_dir = Path(out) if out else Path(checkpoint).parent / "niah"
+    table = write_report(results, out_dir)
+    return f"{table}\nwrote {out_dir / 'niah.md'}, {out_dir / 'niah.png'} and {out_dir / 'results.jsonl'}"
+
+
+def parse_list(text: str, kind: type, what: str) -> list:
+    """Comma-separated values; lengths may say ``4K`` for 4096 (``1M`` for 1,048,576)."""
+    values = []
+    for item in (part.strip() for part in text.split(",") if part.strip()):
+        scale = {"K": 1 << 10, "M": 1 << 20}.get(item[-1].upper(), 1) if kind is int else 1
+        try:
+            values.append(kind(float(item[:-1]) * scale) if scale > 1 else kind(item))
+        except ValueError:
+            raise UserError(f"{what} {text!r}: {item!r} is not a number") from None
+    if not values:
+        raise UserError(f"{what}: give at least one value")
+    return values

@@ -33,7 +33,8 @@ class Corpus:
             raise UserError(f"corpus {self.path}: no such file or folder")
         files = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix in TEXT_SUFFIXES + JSONL_SUFFIXES)
         if not files:
-            raise UserError(f"corpus {self.path}: the folder holds no {', '.join(TEXT_SUFFIXES + JSONL_SUFFIXES)} files")
+            kinds = ", ".join(TEXT_SUFFIXES + JSONL_SUFFIXES)
+            raise UserError(f"corpus {self.path}: the folder holds no {kinds} files")
         return files
 
     def documents(self) -> Iterator[str]:

@@ -106,7 +106,8 @@ def check_fits(loaded: LoadedModel, prompt_tokens: int, max_new_tokens: int) -> 
     """A UserError when a fixed-length model is asked to read or write past its context."""
     if loaded.context is not None and prompt_tokens + max_new_tokens > loaded.context:
         raise UserError(f"the prompt ({prompt_tokens} tokens) plus --max-new-tokens {max_new_tokens} exceeds the "
-                        f"{loaded.context} tokens this transformer was trained on; shorten them or use a Titans variant")
+                        f"{loaded.context} tokens this transformer was trained on; shorten them, or use a Titans "
+                        "variant")
 
 
 def generate_text(loaded: LoadedModel, prompt: str, max_new_tokens: int = 200, temperature: float = 1.0,

@@ -19,8 +19,8 @@ def trained_lm(tmp_path_factory):
 
     def checkpoint(variant: str):
         if variant not in checkpoints:
-            recipe = load_recipe("lm_tiny", [*TINY_MODEL, f"model.variant={variant}", f"data.path={root / 'corpus.txt'}",
-                                             "data.seq_len=32", f"data.cache_dir={root / 'cache'}",
+            recipe = load_recipe("lm_tiny", [*TINY_MODEL, f"model.variant={variant}", "data.seq_len=32",
+                                             f"data.path={root / 'corpus.txt'}", f"data.cache_dir={root / 'cache'}",
                                              "train.max_steps=2", f"run.out_dir={root / 'runs'}"])
             train(recipe)
             checkpoints[variant] = recipe.run_dir / "best"

@@ -1,0 +1,102 @@
+"""Passkey retrieval as a training task: learn to recall a hidden five-digit key at short lengths.
+
+Each sequence is an S-NIAH ``pk`` prompt (noise haystack, key at a random depth, question) followed
+by the answer; only the answer's tokens are trained on. A model trained here at <= 2K tokens is
+then asked at far greater lengths by ``titans-seq niah`` (or benchmarks/niah_recall.py), reading
+the prompt through its state.
+"""
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from typing import Iterable
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.utils.data import Dataset
+
+from titans_seq.backbones import TitansConfig
+from titans_seq.engine.errors import UserError
+from titans_seq.engine.registry import register_task
+from titans_seq.engine.task import Task
+
+from .niah import Haystack, make_sample
+from .task import LanguageModel
+from .tokenizers import ByteTokenizer
+
+IGNORE = -100
+ANSWER_TOKENS = 6            # " 12345" in bytes
+
+
+@dataclass
+class PasskeyConfig:
+    name: str = "passkey"
+    seq_len: int = 1024      # tokens per training sequence, prompt and answer
+    n_train: int = 50_000    # sequences per split, generated on the fly from the seed
+    n_val: int = 128
+    n_test: int = 256
+    seed: int = 0
+
+
+class PasskeySequences(Dataset):
+    """(inputs, targets) of passkey prompts; targets are IGNORE except at the answer."""
+
+    def __init__(self, count: int, seq_len: int, seed: str):
+        self.count, self.seq_len, self.seed = count, seq_len, seed
+        self.tokenizer = ByteTokenizer()
+        self.haystack = Haystack.for_kind("pk", self.tokenizer)
+
+    def __len__(self) -> int:
+        return self.count
+
+    def __getitem__(self, i: int) -> tuple[Tensor, Tensor]:
+        rng = random.Random(f"{self.seed}-{i}")
+        sample = make_sample("pk", self.seq_len - ANSWER_TOKENS, rng.random(), self.tokenizer, self.haystack, rng)
+        answer = self.tokenizer.encode(" " + sample.needle.answer)
+        ids = torch.tensor([self.tokenizer.eos_id, *sample.ids, *answer])
+        targets = torch.full((self.seq_len,), IGNORE)
+        targets[-ANSWER_TOKENS:] = ids[-ANSWER_TOKENS:]
+        return ids[:-1], targets
+
+
+@register_task
+class PasskeyTask(Task):
+    name = "passkey"
+    config_class = PasskeyConfig
+    dataset_name = "synthetic-passkey"
+
+    def __init__(self, config: PasskeyConfig, data=None):
+        super().__init__(config, data)
+        if config.seq_len < 128:
+            raise UserError(f"task.seq_len={config.seq_len}: a passkey prompt needs at least 128 tokens")
+        self.tokenizer = ByteTokenizer()
+
+    @property
+    def context_length(self) -> int:
+        """The sequence length the model trains on."""
+        return self.config.seq_len
+
+    def datasets(self):
+        c = self.config
+        return {split: PasskeySequences(count, c.seq_len, f"{c.seed}-{split}")
+                for split, count in (("train", c.n_train), ("val", c.n_val), ("test", c.n_test))}
+
+    def build_model(self, model_config: TitansConfig) -> nn.Module:
+        return LanguageModel(self.tokenizer.vocab_size, model_config)
+
+    def loss(self, model: nn.Module, batch) -> Tensor:
+        inputs, targets = batch
+        return F.cross_entropy(model(inputs).flatten(0, 1).float(), targets.flatten(), ignore_index=IGNORE)
+
+    def evaluate(self, model: nn.Module, batches: Iterable) -> dict[str, float]:
+        """Loss over answer tokens; accuracy: keys whose every digit is the argmax (what greedy decoding writes)."""
+        nats, tokens, correct, count = 0.0, 0, 0, 0
+        for inputs, targets in batches:
+            logits = model(inputs)[:, -ANSWER_TOKENS:].float()
+            wanted = targets[:, -ANSWER_TOKENS:]
+            nats += F.cross_entropy(logits.flatten(0, 1), wanted.flatten(), reduction="sum").item()
+            tokens += wanted.numel()
+            correct += (logits.argmax(-1) == wanted).all(-1).sum().item()
+            count += len(wanted)
+        return {"loss": nats / max(tokens, 1), "accuracy": correct / max(count, 1)}

@@ -1,0 +1,56 @@
+"""S-NIAH through a model: every cell answered and scored, the table and heatmap written; the passkey task trains."""
+import json
+
+import pytest
+
+from titans_seq.cli import main
+from titans_seq.engine.config import load_recipe
+from titans_seq.engine.trainer import train
+from titans_seq.tasks.lm.commands import parse_list
+from titans_seq.tasks.lm.niah_eval import NeedleResult, accuracy_table
+from titans_seq.tasks.lm.passkey import IGNORE, PasskeySequences
+
+from .conftest import TINY_MODEL
+
+
+def test_accuracy_table_averages_samples_per_cell():
+    results = [NeedleResult("pk", 1024, d, s, "1", "") for d, s in [(0.0, 1), (0.0, 0), (1.0, 1), (1.0, 1)]]
+    rows = [line for line in accuracy_table(results).splitlines() if line.startswith("| 1,024")]
+    assert rows == ["| 1,024 | 0.50 | 1.00 | 0.75 |"]
+
+
+def test_niah_command_writes_table_heatmap_and_records(trained_lm, tmp_path, capsys):
+    out = tmp_path / "niah"
+    assert main(["niah", "--checkpoint", str(trained_lm("mac")), "--kinds", "pk", "--lengths", "160,200",
+                 "--depths", "0,1", "--samples", "2", "--out", str(out)]) == 0
+    assert "| 200 |" in capsys.readouterr().out
+    records = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    assert len(records) == 2 * 2 * 2 and {r["length"] for r in records} == {160, 200}
+    assert all(r["score"] in (0.0, 1.0) for r in records)
+    assert (out / "niah.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_niah_past_a_fixed_length_model_is_a_user_error(trained_lm, capsys):
+    assert main(["niah", "--checkpoint", str(trained_lm("transformer")), "--kinds", "pk", "--lengths", "200"]) == 2
+    assert "exceeds the 32 tokens" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("text,kind,values", [("2K,4096, 1M", int, [2048, 4096, 1 << 20]),
+                                              ("0,0.5,1", float, [0.0, 0.5, 1.0])])
+def test_parse_list(text, kind, values):
+    assert parse_list(text, kind, "--x") == values
+
+
+def test_passkey_sequences_train_only_on_the_answer():
+    inputs, targets = PasskeySequences(2, 256, "s")[1]
+    assert inputs.shape == targets.shape == (256,)
+    answer = bytes(targets[targets != IGNORE].tolist()).decode()
+    assert answer[0] == " " and answer[1:].isdigit() and len(answer) == 6
+    assert f"The pass key is {answer[1:]}." in bytes(inputs.tolist()[1:]).decode()
+
+
+def test_passkey_recipe_trains(tmp_path):
+    recipe = load_recipe("lm_passkey", [*TINY_MODEL, "task.seq_len=128", "task.n_train=16", "task.n_val=4",
+                                        "task.n_test=4", "train.max_steps=2", f"run.out_dir={tmp_path}"])
+    record = train(recipe)
+    assert set(record["metrics"]) == {"loss", "accuracy"} and 0 <= record["metrics"]["accuracy"] <= 1
