@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any, Callable
 
@@ -11,6 +10,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
+from titans_seq.files import write_atomically_with
 from titans_seq.layers import SwiGLU, swiglu_hidden
 
 from .config import TitansConfig
@@ -76,9 +76,9 @@ class Backbone(nn.Module):
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         tensors = {name: t.detach().contiguous().cpu() for name, t in self.state_dict().items()}
-        _write_atomically(directory / WEIGHTS_FILE, lambda path: save_file(tensors, path))
+        write_atomically_with(directory / WEIGHTS_FILE, lambda path: save_file(tensors, path))
         config = json.dumps(self.config.to_dict(), indent=2)
-        _write_atomically(directory / CONFIG_FILE, lambda path: Path(path).write_text(config))
+        write_atomically_with(directory / CONFIG_FILE, lambda path: Path(path).write_text(config))
 
     @classmethod
     def from_pretrained(cls, directory: str | os.PathLike, map_location: str | torch.device = "cpu") -> Backbone:
@@ -89,14 +89,3 @@ class Backbone(nn.Module):
         model = cls(TitansConfig.from_dict(json.loads((directory / CONFIG_FILE).read_text())))
         model.load_state_dict(load_file(directory / WEIGHTS_FILE, device=str(map_location)))
         return model.to(map_location)
-
-
-def _write_atomically(path: Path, write: Callable[[str], None]) -> None:
-    handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    os.close(handle)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise

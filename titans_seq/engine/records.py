@@ -1,30 +1,16 @@
-"""Result records (one JSON per evaluation) and atomic file writes."""
+"""Result records: one JSON per evaluation, written atomically."""
 from __future__ import annotations
 
 import json
 import os
 import subprocess
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import titans_seq
+from titans_seq.files import write_atomically
 
-
-def write_atomically(path: str | os.PathLike, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file and a rename: never a half-written file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(handle, "w") as file:
-            file.write(text)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+__all__ = ["git_revision", "result_record", "write_atomically", "write_record"]
 
 
 def git_revision() -> str:

@@ -159,13 +159,17 @@ def _improved(value: float, best: float | None, mode: str) -> bool:
 
 
 class Trainer:
-    """Builds a run from a recipe; ``fit`` trains, selects the best checkpoint and tests it."""
+    """Builds a run from a recipe; ``fit`` trains, selects the best checkpoint and tests it.
 
-    def __init__(self, recipe: Recipe, env: ProcessEnv):
+    ``task`` replaces the one the recipe names, for data that lives in memory rather than in files
+    (e.g. the GluonTS estimator's datasets).
+    """
+
+    def __init__(self, recipe: Recipe, env: ProcessEnv, task: Task | None = None):
         self.recipe, self.env = recipe, env
         self.run_dir = recipe.run_dir
         seed_everything(recipe.run.seed)          # the same initial weights on every process
-        self.task = get_task(recipe.task.name)(recipe.task, recipe.data)
+        self.task = task or get_task(recipe.task.name)(recipe.task, recipe.data)
         model = self.task.build_model(recipe.model.backbone()).to(env.device)
         if recipe.model.init_from:
             loaded = load_matching_weights(model, Path(recipe.model.init_from))
@@ -309,11 +313,11 @@ class Trainer:
                              tokens_per_s=tokens_per_s, seed=cfg.run.seed, **extra)
 
 
-def train(recipe: Recipe, resume: bool = False) -> dict:
+def train(recipe: Recipe, resume: bool = False, task: Task | None = None) -> dict:
     """Train (or resume) the run a recipe describes; returns the test result record."""
     env = init_process(recipe.run.device)
     try:
-        trainer = Trainer(recipe, env)
+        trainer = Trainer(recipe, env, task)
         if resume:
             trainer.resume()
         elif (trainer.run_dir / "checkpoints").exists() and any((trainer.run_dir / "checkpoints").iterdir()):
