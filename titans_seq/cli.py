@@ -5,6 +5,7 @@
     titans-seq train RECIPE --resume
     titans-seq eval RECIPE --checkpoint runs/x/best
     titans-seq bench recipes/suites/recall.yaml
+    titans-seq forecast --data ettm1.csv --horizon 96 --target OT
     titans-seq generate --checkpoint runs/lm-tiny-mac/best --prompt "ROMEO:" --temperature 0.8
     titans-seq niah --checkpoint runs/passkey-mac/best --kinds pk --lengths 1K,4K,16K
     titans-seq tokenizer corpus/ --vocab-size 8192 --out tokenizer.json
@@ -48,6 +49,15 @@ def _demo(args: argparse.Namespace) -> None:
     from titans_seq.engine.demo import run_demo
 
     run_demo(args.overrides)
+
+
+def _forecast(args: argparse.Namespace) -> None:
+    from titans_seq.tasks.forecast.command import ForecastOptions, report, run_forecast
+
+    options = ForecastOptions(args.data, args.horizon, args.lookback, args.target or [], args.time_col, args.variant,
+                              args.quantiles or [], args.checkpoint, args.out, args.on_irregular, args.steps,
+                              args.overrides)
+    print(report(run_forecast(options), Path(args.data).stem))
 
 
 def _list(args: argparse.Namespace) -> None:
@@ -114,6 +124,23 @@ def build_parser() -> argparse.ArgumentParser:
     demo = commands.add_parser("demo", help="train a small Titans model on built-in data for about a minute")
     demo.add_argument("overrides", nargs="*", help="key=value overrides of the demo recipe")
     demo.set_defaults(run=_demo)
+
+    forecast = commands.add_parser("forecast", help="train on a series file (or load a checkpoint), test, forecast "
+                                                    "beyond its end: CSV + plot")
+    forecast.add_argument("--data", required=True, help="a CSV, TSV or Parquet file with a time column")
+    forecast.add_argument("--horizon", type=int, help="steps to forecast (default 96, or the checkpoint's)")
+    forecast.add_argument("--lookback", type=int, help="past steps the model sees (default 512, or the checkpoint's)")
+    forecast.add_argument("--target", action="append", help="a column to model (repeatable); default: every column")
+    forecast.add_argument("--time-col", help="the time column, when it is not found by type or name")
+    forecast.add_argument("--variant", help="mac (default), mag, mal, lmm, transformer, swa or dlinear")
+    forecast.add_argument("--quantiles", type=float, nargs="+", help="train quantile forecasts, e.g. 0.1 0.5 0.9")
+    forecast.add_argument("--checkpoint", help="a trained model folder (e.g. OUT/model/best): skip training")
+    forecast.add_argument("--out", default="forecast", help="folder for forecast.csv, forecast.png and the model")
+    forecast.add_argument("--on-irregular", default="stop", choices=["stop", "fill"],
+                          help="duplicate or missing timestamps: stop (default), or keep the first and fill gaps")
+    forecast.add_argument("--steps", type=int, default=300, help="training steps")
+    forecast.add_argument("overrides", nargs="*", help="recipe overrides, e.g. model.d_model=128")
+    forecast.set_defaults(run=_forecast)
 
     listing = commands.add_parser("list", help="show packaged recipes, tasks and model variants")
     listing.set_defaults(run=_list)
