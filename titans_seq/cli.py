@@ -85,6 +85,13 @@ def _niah(args: argparse.Namespace) -> None:
                        args.seed, args.haystack, args.out, args.device))
 
 
+def _babilong(args: argparse.Namespace) -> None:
+    from titans_seq.tasks.lm.commands import babilong_command, parse_list
+
+    print(babilong_command(args.checkpoint, args.data, parse_list(args.tasks, str, "--tasks"),
+                           parse_list(args.lengths, str, "--lengths"), args.samples, args.device))
+
+
 def _tokenizer(args: argparse.Namespace) -> None:
     from titans_seq.tasks.lm.commands import tokenizer_command
 
@@ -169,6 +176,15 @@ def build_parser() -> argparse.ArgumentParser:
     niah.add_argument("--out", help="where to write niah.md, niah.png, results.jsonl (default: beside the checkpoint)")
     niah.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     niah.set_defaults(run=_niah)
+
+    babilong = commands.add_parser("babilong", help="BABILong accuracy of a language model (your BABILong files)")
+    babilong.add_argument("--checkpoint", required=True, help="a checkpoint directory, e.g. runs/NAME/best")
+    babilong.add_argument("--data", required=True, help="the folder of RMT-team/babilong: DATA/4k/qa1-*.parquet ...")
+    babilong.add_argument("--tasks", default="qa1,qa2,qa3,qa4,qa5")
+    babilong.add_argument("--lengths", default="0k,1k,2k,4k", help="the length folders to read")
+    babilong.add_argument("--samples", type=int, default=0, help="samples per task and length; 0: all")
+    babilong.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    babilong.set_defaults(run=_babilong)
 
     tokenizer = commands.add_parser("tokenizer", help="train a byte-level BPE tokenizer on a corpus")
     tokenizer.add_argument("corpus", help="a text file, a folder of them, or a .jsonl file")

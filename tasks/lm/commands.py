@@ -1,10 +1,11 @@
-"""What the ``titans-seq generate``, ``niah`` and ``tokenizer`` commands do (the CLI only parses)."""
+"""What the ``titans-seq generate``, ``niah``, ``babilong`` and ``tokenizer`` commands do (the CLI only parses)."""
 from __future__ import annotations
 
 from pathlib import Path
 
 from titans_seq.engine.errors import UserError
 
+from .babilong import babilong_files, babilong_table, evaluate_babilong
 from .corpus import Corpus
 from .generation import file_token_blocks, generate_text, load_language_model, stream_metrics
 from .niah import ESSAYS
@@ -55,3 +56,12 @@ def parse_list(text: str, kind: type, what: str) -> list:
     if not values:
         raise UserError(f"{what}: give at least one value")
     return values
+
+
+def babilong_command(checkpoint: str, data: str, tasks: list[str], lengths: list[str], samples: int = 0,
+                     device: str = "auto") -> str:
+    """BABILong accuracy of a checkpoint, a row per task and a column per length."""
+    for task in tasks:                       # every file is found before the model is loaded
+        for length in lengths:
+            babilong_files(data, task, length)
+    return babilong_table(evaluate_babilong(load_language_model(checkpoint, device), data, tasks, lengths, samples))
