@@ -100,7 +100,7 @@ def make_sample(kind: str, length: int, depth: float, tokenizer: Tokenizer, hays
         raise UserError(f"needle depth {depth} must be in [0, 1]")
     needle = make_needle(kind, rng)
     needle_ids = tokenizer.encode(needle.text)
-    question_ids = tokenizer.encode(needle.question)
+    question_ids = tokenizer.encode(" " + needle.question)    # the haystack may end mid-sentence
     budget = length - len(needle_ids) - len(question_ids)
     if budget < 1:
         raise UserError(f"length {length} is too short for a {kind} needle and its question "

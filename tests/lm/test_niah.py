@@ -25,7 +25,7 @@ def test_one_needle_at_the_requested_depth(kind, depth, shared_data):
         assert occurrences(sample.ids, needle_ids) == [sample.needle_start]
         start, end = sample.needle_start, sample.needle_start + len(needle_ids)
         assert sample.needle.answer not in tokenizer.decode(sample.ids[:start] + sample.ids[end:])
-        budget = length - len(needle_ids) - len(tokenizer.encode(sample.needle.question))
+        budget = length - len(needle_ids) - len(tokenizer.encode(" " + sample.needle.question))
         assert abs(sample.needle_start - depth * budget) <= longest_sentence / 2 + 1
         assert tokenizer.decode(sample.ids).endswith(sample.needle.question)
 

@@ -23,6 +23,20 @@ def test_train_a_tiny_lm_recipe_on_tinyshakespeare(shared_data, tmp_path, capsys
     assert "lm (" in capsys.readouterr().out
 
 
+@pytest.mark.parametrize("setup,override,message", [
+    (lambda d: (d / "empty.txt").write_text(""), "data.path={d}/empty.txt", "the corpus is empty"),
+    (lambda d: (d / "bad.json").write_text("{oops"), "task.tokenizer={d}/bad.json", "not a tokenizers JSON file"),
+    (lambda d: None, "data.path={d}/missing", "no such file or folder"),
+])
+def test_bad_lm_inputs_are_one_line_and_exit_2(tmp_path, capsys, setup, override, message):
+    setup(tmp_path)
+    (tmp_path / "ok.txt").write_text("some text " * 200)
+    assert main(["train", "lm_tiny", *TINY_LM, f"data.path={tmp_path}/ok.txt", override.format(d=tmp_path),
+                 f"data.cache_dir={tmp_path / 'cache'}", "train.max_steps=1", f"run.out_dir={tmp_path / 'runs'}"]) == 2
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1
+
+
 def test_bits_per_byte_counts_the_bytes_each_target_stands_for():
     logits = torch.zeros(1, 4, 3)                               # uniform over 3 tokens: ln 3 nats each
     targets = torch.tensor([[0, 1, 2, 1]])
