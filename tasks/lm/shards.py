@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Iterable
@@ -58,9 +57,9 @@ def write_shards(documents: Iterable[str], tokenizer: Tokenizer, directory: str 
     ``total_bytes``, when known, sizes the progress bar (shown on a terminal).
     """
     directory = Path(directory)
-    if directory.exists():
-        shutil.rmtree(directory)              # an unfinished folder: start it again
-    directory.mkdir(parents=True)
+    for stale in [directory / INDEX, *directory.glob("shard-*.bin"), *directory.glob(".shard-*.tmp")]:
+        stale.unlink(missing_ok=True)         # an unfinished (or outdated) shard folder: write it again
+    directory.mkdir(parents=True, exist_ok=True)
     dtype = token_dtype(tokenizer.vocab_size)
     index = ShardIndex(dtype=dtype.name, vocab_size=tokenizer.vocab_size, eos_id=tokenizer.eos_id, source=source)
     writer = _ShardWriter(directory, dtype, shard_tokens, index)
@@ -73,7 +72,8 @@ def write_shards(documents: Iterable[str], tokenizer: Tokenizer, directory: str 
             bar.update(size)
     writer.close()
     if index.documents == 0:
-        shutil.rmtree(directory)
+        if not any(directory.iterdir()):
+            directory.rmdir()
         raise UserError(f"{source or 'corpus'}: the corpus is empty (no document with any text)")
     write_atomically(directory / INDEX, json.dumps(asdict(index), indent=1) + "\n")
     return TokenShards(directory)

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Iterable
 
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor, nn
 
@@ -91,7 +92,12 @@ class LanguageModelTask(Task):
         return self.data.seq_len
 
     def _shards(self, path: str) -> TokenShards:
-        return cached_shards(Corpus(path, self.data.text_field), self.tokenizer, self.data.cache_dir)
+        corpus = Corpus(path, self.data.text_field)
+        if dist.is_initialized():             # one process writes the shards, the others wait, then all read
+            if dist.get_rank() == 0:
+                cached_shards(corpus, self.tokenizer, self.data.cache_dir)
+            dist.barrier()
+        return cached_shards(corpus, self.tokenizer, self.data.cache_dir)
 
     def datasets(self):
         d = self.data
