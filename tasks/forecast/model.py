@@ -12,6 +12,11 @@ from torch import Tensor, nn
 from titans_seq.backbones import Backbone, TitansConfig
 
 
+def ordered(outputs: Tensor) -> Tensor:
+    """Quantile outputs sorted along the last axis, so that quantile forecasts never cross."""
+    return outputs.sort(dim=-1).values if outputs.shape[-1] > 1 else outputs
+
+
 class RevIN(nn.Module):
     """Reversible instance normalisation: each series is standardised by its own lookback window
     statistics on the way in and restored on the way out, with a learnable affine per variate."""
@@ -68,7 +73,7 @@ class PatchForecaster(nn.Module):
         tokens = self.embed(patches.flatten(2)) + self.position
         states = self.backbone(self.dropout(tokens))
         y = self.head(self.dropout(states.flatten(1)))
-        return self.revin.restore(y.view(-1, self.horizon, self.n_channels, self.n_outputs), stats)
+        return self.revin.restore(ordered(y.view(-1, self.horizon, self.n_channels, self.n_outputs)), stats)
 
 
 class DLinear(nn.Module):
@@ -93,4 +98,4 @@ class DLinear(nn.Module):
     def forward(self, past: Tensor) -> Tensor:
         trend = self.moving_average(past)
         y = self.trend(trend.transpose(1, 2)) + self.seasonal((past - trend).transpose(1, 2))   # (B, C, H*Q)
-        return y.view(-1, self.n_channels, self.horizon, self.n_outputs).transpose(1, 2)
+        return ordered(y.view(-1, self.n_channels, self.horizon, self.n_outputs).transpose(1, 2))

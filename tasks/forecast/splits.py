@@ -78,27 +78,36 @@ def scale_series(table: SeriesTable, lookback: int, horizon: int) -> ScaledSerie
 
 
 class WindowDataset(Dataset):
-    """Every (lookback, horizon) window of rows [start, end).
+    """Every (lookback, horizon) window of a (N, C) array.
 
     Channel-independent (the default), an item is one variate of one window: ``(past (L, 1),
-    future (H, 1), future_observed (H, 1), channel)``; with ``channel_mixing`` an item holds every
-    variate: ``(past (L, C), future (H, C), future_observed (H, C), -1)``.
+    future (H, 1), future_observed (H, 1), channel_id)``; with ``channel_mixing`` an item holds every
+    variate: ``(past (L, C), future (H, C), future_observed (H, C), -1)``. ``channel_ids`` name the
+    variates for per-variate metrics (default 0..C-1).
     """
 
-    def __init__(self, series: ScaledSeries, split: str, lookback: int, horizon: int, channel_mixing: bool = False):
-        start, end = series.borders[split]
-        self.values = torch.from_numpy(series.values[start:end])
-        self.observed = torch.from_numpy(series.observed[start:end])
+    def __init__(self, values: np.ndarray, observed: np.ndarray, lookback: int, horizon: int,
+                 channel_mixing: bool = False, channel_ids: list[int] | None = None):
+        self.values = torch.as_tensor(values, dtype=torch.float32)
+        self.observed = torch.as_tensor(observed, dtype=torch.bool)
         self.lookback, self.horizon, self.channel_mixing = lookback, horizon, channel_mixing
-        self.n_windows = end - start - lookback - horizon + 1
-        self.n_channels = series.values.shape[1]
+        self.n_windows = max(0, len(values) - lookback - horizon + 1)
+        self.n_channels = values.shape[1]
+        self.channel_ids = list(channel_ids) if channel_ids is not None else list(range(self.n_channels))
+
+    @classmethod
+    def split(cls, series: ScaledSeries, split: str, lookback: int, horizon: int,
+              channel_mixing: bool = False) -> WindowDataset:
+        """The windows of one split of a scaled series."""
+        start, end = series.borders[split]
+        return cls(series.values[start:end], series.observed[start:end], lookback, horizon, channel_mixing)
 
     def __len__(self) -> int:
         return self.n_windows * (1 if self.channel_mixing else self.n_channels)
 
     def __getitem__(self, index: int):
-        window, channel = (index, -1) if self.channel_mixing else divmod(index, self.n_channels)
-        columns = slice(None) if self.channel_mixing else slice(channel, channel + 1)
+        window, channel = (index, None) if self.channel_mixing else divmod(index, self.n_channels)
+        columns = slice(None) if channel is None else slice(channel, channel + 1)
         middle = window + self.lookback
         return (self.values[window:middle, columns], self.values[middle:middle + self.horizon, columns],
-                self.observed[middle:middle + self.horizon, columns], channel)
+                self.observed[middle:middle + self.horizon, columns], -1 if channel is None else self.channel_ids[channel])

@@ -101,7 +101,17 @@ class ForecastTask(Task):
 
     def datasets(self) -> dict[str, Dataset]:
         c = self.config
-        return {split: WindowDataset(self.series, split, c.lookback, c.horizon, c.channel_mixing) for split in SPLITS}
+        return {split: WindowDataset.split(self.series, split, c.lookback, c.horizon, c.channel_mixing)
+                for split in SPLITS}
+
+    @property
+    def channel_scale(self) -> np.ndarray:
+        """Per variate, the scaler's standard deviation (scaled units back to original units)."""
+        return self.series.scale
+
+    @property
+    def channel_mean(self) -> np.ndarray:
+        return self.series.mean
 
     @cached_property
     def seasonal_errors(self) -> np.ndarray:
@@ -139,7 +149,7 @@ class ForecastTask(Task):
             forecast = self.predict(model, past)
             point = forecast[..., self.median]
             error = (point - future) * observed
-            scale, mean = self._per_channel(self.series.scale, channel), self._per_channel(self.series.mean, channel)
+            scale, mean = self._per_channel(self.channel_scale, channel), self._per_channel(self.channel_mean, channel)
             original_error = error * scale
             truth, guess = future * scale + mean, point * scale + mean
             denominator = truth.abs() + guess.abs()
