@@ -136,7 +136,8 @@ def _regularise(timestamps: pd.DatetimeIndex, values: np.ndarray, freq: pd.DateO
     problems = []
     if len(duplicates):
         lines = ", ".join(str(_line(i)) for i in duplicates[:5])
-        problems.append(f"{len(duplicates)} duplicate timestamp(s) (lines {lines}{', ...' if len(duplicates) > 5 else ''})")
+        more = ", ..." if len(duplicates) > 5 else ""
+        problems.append(f"{len(duplicates)} duplicate timestamp(s) (lines {lines}{more})")
     if len(missing):
         after = timestamps.searchsorted(missing[0]) - 1
         problems.append(f"{len(missing)} missing timestamp(s) at frequency {freq.freqstr} "

@@ -109,5 +109,6 @@ class WindowDataset(Dataset):
         window, channel = (index, None) if self.channel_mixing else divmod(index, self.n_channels)
         columns = slice(None) if channel is None else slice(channel, channel + 1)
         middle = window + self.lookback
+        channel_id = -1 if channel is None else self.channel_ids[channel]
         return (self.values[window:middle, columns], self.values[middle:middle + self.horizon, columns],
-                self.observed[middle:middle + self.horizon, columns], -1 if channel is None else self.channel_ids[channel])
+                self.observed[middle:middle + self.horizon, columns], channel_id)

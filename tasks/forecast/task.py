@@ -87,6 +87,9 @@ class ForecastTask(Task):
     def n_channels(self) -> int:
         return self.series.values.shape[1]
 
+    def model_label(self, variant: str) -> str:
+        return "dlinear" if self.config.architecture == "dlinear" else variant
+
     def build_model(self, model_config: TitansConfig) -> nn.Module:
         c = self.config
         channels = self.n_channels if c.channel_mixing else 1

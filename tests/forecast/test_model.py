@@ -35,7 +35,8 @@ def test_dlinear_moving_average_is_a_centred_mean_with_repeated_ends():
 def test_dlinear_starts_as_the_lookback_mean():
     model = DLinear(lookback=8, horizon=3)
     x = torch.randn(2, 8, 1)
-    expected = x.mean(1, keepdim=True).expand(2, 3, 1) + model.trend.bias.view(1, 3, 1) + model.seasonal.bias.view(1, 3, 1)
+    bias = model.trend.bias.view(1, 3, 1) + model.seasonal.bias.view(1, 3, 1)
+    expected = x.mean(1, keepdim=True).expand(2, 3, 1) + bias
     assert torch.allclose(model(x)[..., 0], expected, atol=1e-5)
 
 

@@ -50,6 +50,10 @@ class Task(ABC):
         first = batch[0] if isinstance(batch, (list, tuple)) else next(iter(batch.values()))
         return first.shape[0] * (first.shape[1] if first.dim() > 1 else 1)
 
+    def model_label(self, variant: str) -> str:
+        """The model's name in result records: the backbone variant, unless the task swaps the backbone out."""
+        return variant
+
     def describe(self, model: nn.Module, device: torch.device) -> str:
         """What the trained model does, in a few lines, for people (used by the demo)."""
         return ""

@@ -309,8 +309,8 @@ class Trainer:
     def record(self, split: str, metrics: dict[str, float], tokens_per_s: float, **extra) -> dict:
         cfg = self.recipe
         return result_record(task=self.task.name, dataset=self.task.dataset_name or self.task.name, split=split,
-                             variant=cfg.model.variant, parameters=self.parameters, metrics=metrics,
-                             tokens_per_s=tokens_per_s, seed=cfg.run.seed, **extra)
+                             variant=self.task.model_label(cfg.model.variant), parameters=self.parameters,
+                             metrics=metrics, tokens_per_s=tokens_per_s, seed=cfg.run.seed, **extra)
 
 
 def train(recipe: Recipe, resume: bool = False, task: Task | None = None) -> dict:
