@@ -4,6 +4,7 @@ from __future__ import annotations
 import contextlib
 import math
 import random
+import sys
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -13,8 +14,10 @@ from typing import Any, Iterator
 
 import numpy as np
 import torch
+import torch.distributed as dist
 from torch import nn
 from torch.utils.data import BatchSampler, DataLoader, Dataset, DistributedSampler
+from tqdm import tqdm
 
 from titans_seq.backbones import Block
 
@@ -117,13 +120,19 @@ def evaluation_batches(dataset: Dataset, recipe: Recipe, device: torch.device, l
 
 
 def evaluate(task: Task, model: nn.Module, dataset: Dataset, recipe: Recipe, device: torch.device,
-             limit: int = 0) -> tuple[dict[str, float], int]:
-    """The task's metrics over (the first ``limit`` batches of) a split, and the tokens it read."""
+             limit: int = 0, label: str = "evaluating") -> tuple[dict[str, float], int]:
+    """The task's metrics over (the first ``limit`` batches of) a split, and the tokens it read.
+
+    On a terminal a progress bar (``label``) shows how far it is.
+    """
     tokens = 0
+    total = math.ceil(len(dataset) / recipe.train.batch_size)
 
     def counted(batches):
         nonlocal tokens
-        for batch in batches:
+        bar = tqdm(batches, total=min(total, limit or total), desc=label, unit="batch", leave=False,
+                   disable=not sys.stderr.isatty() or dist.is_initialized() and dist.get_rank() > 0)
+        for batch in bar:
             tokens += task.tokens(batch)
             yield batch
 
@@ -232,7 +241,8 @@ class Trainer:
     def _validate(self, model: nn.Module, log: MetricsLog, progress: Progress) -> bool:
         """Evaluate, keep the best checkpoint, count evaluations without improvement; True to stop early."""
         cfg, state = self.recipe, self.state
-        metrics, _ = evaluate(self.task, model, self.splits["val"], cfg, self.env.device, cfg.train.eval_batches)
+        metrics, _ = evaluate(self.task, model, self.splits["val"], cfg, self.env.device, cfg.train.eval_batches,
+                              label="validating")
         if cfg.eval.metric not in metrics:
             raise RecipeError(f"eval.metric={cfg.eval.metric!r}: task {self.task.name!r} reports "
                               f"{', '.join(sorted(metrics))}")
@@ -300,7 +310,7 @@ class Trainer:
         best = self.run_dir / BEST
         if (best / "COMPLETE").exists():
             self.load_weights(best)
-        metrics, _ = evaluate(self.task, model, self.splits["test"], self.recipe, self.env.device)
+        metrics, _ = evaluate(self.task, model, self.splits["test"], self.recipe, self.env.device, label="testing")
         record = self.record("test", metrics, tokens_per_s, best_step=self.state.best_step)
         if self.env.is_main:
             write_record(self.run_dir / "test_results.json", record)
