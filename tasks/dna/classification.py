@@ -1,4 +1,8 @@
-"""DNA sequence classification: a labelled table in, Backbone over bases, pooled head, MCC and friends."""
+"""DNA sequence classification: labelled sequences in, Backbone over bases or k-mers, pooled head, MCC and friends.
+
+The sequences come from a table or table folder, or are cut from a genome (``data.genome``) by
+a BED file, a Genomic Benchmarks interval CSV or an interval folder.
+"""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -17,6 +21,8 @@ from titans_seq.engine.errors import UserError
 from titans_seq.engine.registry import register_task
 from titans_seq.engine.task import Task
 
+from .intervals import reverse_complement
+from .labelled_intervals import read_labelled_intervals
 from .tables import LabelledSequences, read_labelled
 from .tokenizer import PAD, DNATokenizer, reverse_complement_tokens
 
@@ -27,6 +33,7 @@ POOLINGS = ("mean", "max", "last")
 class DNAClassificationConfig:
     name: str = "dna_classification"
     pooling: str = "mean"            # mean | max | last: how token states become one sequence vector
+    k: int = 1                       # bases per token: 1, or non-overlapping k-mers
     rc_augment: bool = True          # train on the reverse complement of a random half of each batch
     rc_average: bool = False         # at evaluation, average the logits of a sequence and its reverse complement
 
@@ -34,9 +41,10 @@ class DNAClassificationConfig:
 @dataclass
 class DNAClassificationData:
     path: str = "../shared/data/dna/gue/prom_core_notata"  # a table, a train/dev/test folder, or <split>/<class>/ folders
+    genome: str | None = None            # a FASTA: path is then a BED file, an interval CSV or <split>/<class>.csv.gz
     sequence_column: str | None = None   # found by name (sequence, seq) when not given
     label_column: str | None = None      # found by name (label, class) when not given
-    max_length: int = 0                  # longer sequences are cut; 0: the longest in the data
+    max_length: int = 0                  # bases; longer sequences are cut; 0: the longest in the data
     val_fraction: float = 0.1            # of train, held out for validation when there is no val split
     test_fraction: float = 0.1           # of a single table, held out for testing
     split_seed: int = 0
@@ -90,7 +98,7 @@ class DNAClassificationTask(Task):
         super().__init__(config, data)
         if config.pooling not in POOLINGS:
             raise UserError(f"task.pooling={config.pooling!r} is not one of {', '.join(POOLINGS)}")
-        self.tokenizer = DNATokenizer()
+        self.tokenizer = DNATokenizer(config.k)
         self.dataset_name = Path(data.path).name
         self.splits = self._load_splits()
         self.classes = _class_names(self.splits["train"].labels)
@@ -100,7 +108,10 @@ class DNAClassificationTask(Task):
 
     def _load_splits(self) -> dict[str, LabelledSequences]:
         d = self.data
-        splits = read_labelled(d.path, d.sequence_column, d.label_column)
+        if d.genome is not None:
+            splits = read_labelled_intervals(d.path, d.genome)
+        else:
+            splits = read_labelled(d.path, d.sequence_column, d.label_column)
         if "all" in splits:
             splits["train"], splits["test"] = _carve(splits.pop("all"), d.test_fraction, d.split_seed)
         if "train" not in splits or "test" not in splits:
@@ -109,38 +120,56 @@ class DNAClassificationTask(Task):
             splits["train"], splits["val"] = _carve(splits["train"], d.val_fraction, d.split_seed)
         return splits
 
-    def _tensors(self, split: str, max_length: int) -> TensorDataset:
+    def _encode(self, sequences: list[str], bases: int, split: str) -> Tensor:
+        """Right-padded token ids of the sequences, each cut to its first ``bases`` bases."""
+        ids = torch.full((len(sequences), self.tokenizer.token_count(bases)), PAD, dtype=torch.long)
+        for row, sequence in enumerate(sequences):
+            tokens = self.tokenizer.encode(sequence[:bases], where=f"{self.data.path} ({split} split, record {row + 1})")
+            ids[row, :len(tokens)] = tokens
+        return ids
+
+    def _tensors(self, split: str, bases: int, rc_from_strings: bool) -> TensorDataset:
+        """(ids, labels), or (ids, reverse-complement ids, labels) where token-level RC would not be exact."""
         data, index = self.splits[split], {name: i for i, name in enumerate(self.classes)}
         unseen = sorted(set(data.labels) - set(index))
         if unseen:
             raise UserError(f"{self.data.path}: the {split} split has labels the train split lacks: {unseen[:5]}")
-        ids = torch.full((len(data.sequences), max_length), PAD, dtype=torch.long)
-        for row, sequence in enumerate(data.sequences):
-            tokens = self.tokenizer.encode(sequence, where=f"{self.data.path} ({split} split, record {row + 1})")
-            ids[row, :min(len(tokens), max_length)] = tokens[:max_length]
-        return TensorDataset(ids, torch.tensor([index[label] for label in data.labels]))
+        labels = torch.tensor([index[label] for label in data.labels])
+        ids = self._encode(data.sequences, bases, split)
+        if not rc_from_strings:
+            return TensorDataset(ids, labels)
+        reverse = self._encode([reverse_complement(s[:bases]) for s in data.sequences], bases, split)
+        return TensorDataset(ids, reverse, labels)
 
     def datasets(self):
-        longest = max(len(s) for split in self.splits.values() for s in split.sequences)
-        length = min(longest, self.data.max_length) if self.data.max_length else longest
-        return {split: self._tensors(split, length) for split in ("train", "val", "test")}
+        lengths = [len(s) for split in self.splits.values() for s in split.sequences]
+        bases = min(max(lengths), self.data.max_length) if self.data.max_length else max(lengths)
+        # a sequence whose length is no multiple of k has other k-mer boundaries on the reverse strand
+        uses_rc = self.config.rc_augment or self.config.rc_average
+        rc_from_strings = uses_rc and any(min(n, bases) % self.tokenizer.k for n in lengths)
+        return {split: self._tensors(split, bases, rc_from_strings) for split in ("train", "val", "test")}
+
+    def reverse_complement_ids(self, batch) -> Tensor:
+        """The token ids of the reverse complements of a batch's sequences."""
+        return batch[1] if len(batch) == 3 else reverse_complement_tokens(batch[0], self.tokenizer.k)
 
     def build_model(self, model_config: TitansConfig) -> nn.Module:
         return SequenceClassifier(self.tokenizer.vocab_size, len(self.classes), model_config, self.config.pooling)
 
     def loss(self, model: nn.Module, batch) -> Tensor:
-        ids, labels = batch
+        ids, labels = batch[0], batch[-1]
         if self.config.rc_augment:
             flip = torch.rand(len(ids), device=ids.device) < 0.5
-            ids = torch.where(flip.unsqueeze(-1), reverse_complement_tokens(ids), ids)
+            ids = torch.where(flip.unsqueeze(-1), self.reverse_complement_ids(batch), ids)
         return F.cross_entropy(model(ids).float(), labels)
 
     def evaluate(self, model: nn.Module, batches: Iterable) -> dict[str, float]:
         logits, labels = [], []
-        for ids, target in batches:
+        for batch in batches:
+            ids, target = batch[0], batch[-1]
             out = model(ids).float()
             if self.config.rc_average:
-                out = (out + model(reverse_complement_tokens(ids)).float()) / 2
+                out = (out + model(self.reverse_complement_ids(batch)).float()) / 2
             logits.append(out.cpu())
             labels.append(target.cpu())
         logits, labels = torch.cat(logits), torch.cat(labels).numpy()

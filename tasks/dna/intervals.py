@@ -73,7 +73,7 @@ def _read_bed(path: Path) -> list[Interval]:
                                 f"(chrom start end), got {len(fields)}")
             name = fields[3] if len(fields) > 3 else ""
             strand = fields[5] if len(fields) > 5 else "."
-            intervals.append(_interval(where, name, fields[0], fields[1], fields[2], strand, None))
+            intervals.append(_interval(where, name, fields[0], fields[1], fields[2], strand, name or None))
     return intervals
 
 
@@ -97,8 +97,8 @@ def _read_gb_csv(path: Path) -> list[Interval]:
 def read_intervals(path: str | os.PathLike) -> list[Interval]:
     """Intervals from a BED file or a Genomic Benchmarks interval CSV (``.csv``), either may be gzipped.
 
-    BED: tab-separated ``chrom start end [name score strand ...]``; ``#``, ``track`` and
-    ``browser`` lines are skipped. CSV: header ``id,region,start,end,strand`` (``region`` is the
+    BED: tab-separated ``chrom start end [name score strand ...]``, the name being the label too;
+    ``#``, ``track`` and ``browser`` lines are skipped. CSV: header ``id,region,start,end,strand`` (``region`` is the
     contig) and an optional ``label`` column. Genomic Benchmarks coordinates are taken as 0-based
     half-open like BED (its own loader slices ``genome[region][start:end]``).
     """

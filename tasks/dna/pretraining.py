@@ -1,4 +1,7 @@
-"""DNA language-model pretraining: next-base prediction on windows of a reference genome (bits per base).
+"""DNA language-model pretraining: next-token prediction on windows of a reference genome (bits per base).
+
+A token is one base, or a non-overlapping k-mer with ``task.k``; the loss is per token and
+``bits_per_base`` divides it by k, so runs with different k compare.
 
 Validation and test windows come from held-out contigs when the recipe names some; a genome of
 one contig (a bacterium) holds out the end of every contig instead: the last ``val_fraction``
@@ -28,12 +31,13 @@ from .tokenizer import DNATokenizer
 @dataclass
 class DNAPretrainingConfig:
     name: str = "dna_lm"
+    k: int = 1                        # bases per token: 1, or non-overlapping k-mers
 
 
 @dataclass
 class DNAGenomeData:
     path: str = "../shared/data/dna/fasta/ecoli_k12_mg1655_GCF_000005845.2.fna"
-    window: int = 1024                # bases per training sequence
+    window: int = 1024                # bases per training sequence, a multiple of task.k
     train_windows: int = 4096         # random windows drawn from the training region
     held_out_contigs: list[str] = field(default_factory=list)   # validation + test contigs
     val_fraction: float = 0.02        # without held-out contigs: the end of each contig
@@ -42,7 +46,7 @@ class DNAGenomeData:
 
 
 class DNALanguageModel(nn.Module):
-    """Embedding -> Backbone -> next-base logits (embedding and head share their weights)."""
+    """Embedding -> Backbone -> next-token logits (embedding and head share their weights)."""
 
     def __init__(self, vocab_size: int, config: TitansConfig):
         super().__init__()
@@ -61,7 +65,9 @@ class DNAPretrainingTask(Task):
 
     def __init__(self, config: DNAPretrainingConfig, data: DNAGenomeData):
         super().__init__(config, data)
-        self.tokenizer = DNATokenizer()
+        self.tokenizer = DNATokenizer(config.k)
+        if data.window < 1 or data.window % config.k:
+            raise UserError(f"data.window={data.window} must be a positive multiple of task.k={config.k}")
         self.genome = Genome.open(data.path)
         self.dataset_name = next(iter(self.genome.contigs))
 
@@ -83,8 +89,12 @@ class DNAPretrainingTask(Task):
             regions["val"].append((contig, val_start, length))
         return regions
 
+    def _span(self) -> int:
+        """Bases a window's tokens cover: the inputs, and one token more for the last target."""
+        return self.data.window + self.tokenizer.k
+
     def _windows(self, regions, split: str) -> list[tuple[str, int]]:
-        w = self.data.window + 1          # inputs and next-base targets
+        w = self._span()
         usable = [(c, s, e) for c, s, e in regions if e - s >= w]
         if not usable:
             raise UserError(f"{self.data.path}: no {split} region holds a window of {w} bases; "
@@ -97,7 +107,7 @@ class DNAPretrainingTask(Task):
         return [(usable[i][0], usable[i][1] + int(rng.integers(0, sizes[i]))) for i in picks]
 
     def datasets(self):
-        regions, w = self._regions(), self.data.window + 1
+        regions, w = self._regions(), self._span()
         out = {}
         for split in ("train", "val", "test"):
             rows = [self.tokenizer.encode(self.genome.fetch(c, s, s + w), where=f"{self.data.path} {c}:{s}-{s + w}")
@@ -121,4 +131,4 @@ class DNAPretrainingTask(Task):
             correct += (logits.argmax(-1) == targets.flatten()).sum().item()
             count += targets.numel()
         loss = total / count
-        return {"loss": loss, "bits_per_base": loss / math.log(2), "accuracy": correct / count}
+        return {"loss": loss, "bits_per_base": loss / math.log(2) / self.tokenizer.k, "accuracy": correct / count}

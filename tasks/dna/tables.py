@@ -1,4 +1,7 @@
-"""Labelled sequence tables: CSV/TSV/Parquet files, GUE-style split folders, Genomic Benchmarks class folders."""
+"""Labelled sequence tables: CSV/TSV/Parquet files, GUE-style split folders, Genomic Benchmarks class folders.
+
+Intervals cut from a genome are read by :mod:`.labelled_intervals` instead.
+"""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -11,6 +14,7 @@ from titans_seq.engine.errors import UserError
 SEQUENCE_COLUMNS = ("sequence", "seq", "sequences")
 LABEL_COLUMNS = ("label", "labels", "class", "target")
 TABLE_SUFFIXES = {".csv": ",", ".tsv": "\t", ".parquet": None}
+INTERVAL_COLUMNS = {"region", "start", "end"}     # a Genomic Benchmarks interval CSV, not sequences
 SPLIT_NAMES = {"train": "train", "dev": "val", "val": "val", "valid": "val", "validation": "val", "test": "test"}
 GENOMIC_BENCHMARKS_HINT = ("the `genomic-benchmarks` package downloads the public Genomic Benchmarks on a machine "
                            "with network access (pip install genomic-benchmarks; then "
@@ -29,6 +33,9 @@ def _pick(columns: list[str], wanted: str | None, defaults: tuple[str, ...], wha
             raise UserError(f"{path}: no {what} column {wanted!r}; columns: {', '.join(columns)}")
         return wanted
     found = next((c for c in defaults if c in columns), None)
+    if found is None and INTERVAL_COLUMNS <= set(columns):
+        raise UserError(f"{path}: an interval file (columns {', '.join(columns)}); set data.genome to the FASTA "
+                        "its regions come from")
     if found is None:
         raise UserError(f"{path}: no {what} column (looked for {', '.join(defaults)}); columns: "
                         f"{', '.join(columns)}; name it with data.{what}_column")
@@ -39,7 +46,8 @@ def read_table(path: str | Path, sequence_column: str | None = None, label_colum
     """A table with a sequence column and a label column (found by name unless given)."""
     path = Path(path)
     if path.suffix not in TABLE_SUFFIXES:
-        raise UserError(f"{path}: unsupported table type {path.suffix!r}; use {', '.join(TABLE_SUFFIXES)}")
+        raise UserError(f"{path}: unsupported table type {path.suffix!r}; use {', '.join(TABLE_SUFFIXES)}, "
+                        "or a BED file together with data.genome")
     if not path.is_file():
         raise UserError(f"{path}: no such file")
     try:
@@ -82,7 +90,8 @@ def read_class_folders(folder: str | Path) -> dict[str, LabelledSequences]:
             for file in sorted(class_dir.glob("*.txt")):
                 sequences.append(file.read_text().strip())
                 labels.append(class_dir.name)
-        splits[SPLIT_NAMES[split_dir.name]] = LabelledSequences(sequences, labels)
+        if sequences:
+            splits[SPLIT_NAMES[split_dir.name]] = LabelledSequences(sequences, labels)
     return splits
 
 
@@ -96,5 +105,6 @@ def read_labelled(path: str | Path, sequence_column: str | None = None,
         return {"all": read_table(path, sequence_column, label_column)}
     splits = read_split_folder(path, sequence_column, label_column) or read_class_folders(path)
     if not splits:
-        raise UserError(f"{path}: found neither train/dev/test tables nor <split>/<class>/*.txt folders")
+        raise UserError(f"{path}: found neither train/dev/test tables nor <split>/<class>/*.txt folders "
+                        "(interval folders <split>/<class>.csv.gz need data.genome)")
     return splits

@@ -1,13 +1,19 @@
-"""DNA tokenisation: characters (A, C, G, T, N) by default, overlapping k-mers as an option.
+"""DNA tokenisation: one token per base (k = 1) or per non-overlapping k-mer (k > 1).
 
 Soft-masked (lowercase) bases are read as their uppercase base; the IUPAC ambiguity codes
 (R, Y, S, W, K, M, B, D, H, V) become N; any other character stops with the file, the record
 and the position, because a silently dropped base shifts everything after it.
+
+The vocabulary is the special tokens, then every A/C/G/T k-mer in lexicographic order, then one
+N token for any k-mer holding an N. A sequence is cut into k-mers from its first base (stride
+k); a trailing partial k-mer is padded with N, so it becomes the N token. For k = 1 this is the
+character vocabulary <pad> <cls> <eos> <mask> A C G T N.
 """
 from __future__ import annotations
 
 import itertools
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 import torch
@@ -18,6 +24,8 @@ from titans_seq.engine.errors import UserError
 BASES = "ACGTN"
 SPECIALS = ("<pad>", "<cls>", "<eos>", "<mask>")
 PAD, CLS, EOS, MASK = range(len(SPECIALS))
+MAX_K = 8                      # 4**8 k-mers; beyond that the embedding table outgrows any data set
+N_CODE = BASES.index("N")
 IUPAC_AMBIGUOUS = "RYSWKMBDHV"
 COMPLEMENT = str.maketrans("ACGTN", "TGCAN")
 _NORMALISE = str.maketrans({**{c: c.upper() for c in "acgtn"},
@@ -38,52 +46,67 @@ def normalise(sequence: str, where: str = "sequence") -> str:
 
 @dataclass(frozen=True)
 class DNATokenizer:
-    """Maps normalised DNA to token ids: the specials first, then every k-mer over A, C, G, T, N."""
+    """Maps DNA to token ids: the specials, the 4**k A/C/G/T k-mers, then the N token."""
 
     k: int = 1
 
     def __post_init__(self) -> None:
-        if self.k < 1:
-            raise UserError(f"k-mer size must be >= 1; got {self.k}")
+        if not 1 <= self.k <= MAX_K:
+            raise UserError(f"task.k (the k-mer size) must be between 1 and {MAX_K}; got {self.k}")
 
     @property
     def vocab(self) -> list[str]:
-        return [*SPECIALS, *("".join(p) for p in itertools.product(BASES, repeat=self.k))]
+        return [*SPECIALS, *("".join(p) for p in itertools.product(BASES[:N_CODE], repeat=self.k)), "N" * self.k]
 
     @property
     def vocab_size(self) -> int:
-        return len(SPECIALS) + len(BASES) ** self.k
+        return len(SPECIALS) + N_CODE ** self.k + 1
+
+    @property
+    def n_token(self) -> int:
+        """The id of a k-mer holding an N (or cut short by the sequence's end)."""
+        return self.vocab_size - 1
+
+    def token_count(self, bases: int) -> int:
+        """How many tokens a sequence of ``bases`` bases becomes."""
+        return -(-bases // self.k)
 
     def encode(self, sequence: str, where: str = "sequence") -> Tensor:
-        """Token ids of a sequence: one per base (k = 1), or one per overlapping k-mer."""
+        """Token ids of a sequence: one per k bases, the last k-mer padded with N when it is short."""
         raw = np.frombuffer(sequence.encode("ascii", errors="replace"), dtype=np.uint8)
         codes = _BASE_CODES[raw]
         if (codes < 0).any():
             normalise(sequence, where)             # raises, naming the first bad character
-        codes = torch.from_numpy(codes.astype(np.int64))
-        if self.k > 1:
-            if len(codes) < self.k:
-                raise UserError(f"{where}: {len(codes)} bases, fewer than the k-mer size {self.k}")
-            windows = codes.unfold(0, self.k, 1)
-            codes = (windows * len(BASES) ** torch.arange(self.k - 1, -1, -1)).sum(-1)
-        return codes + len(SPECIALS)
+        codes = np.pad(codes.astype(np.int64), (0, -len(codes) % self.k), constant_values=N_CODE)
+        kmers = codes.reshape(-1, self.k)
+        ids = kmers @ (N_CODE ** np.arange(self.k - 1, -1, -1))
+        ids[(kmers == N_CODE).any(axis=1)] = N_CODE ** self.k
+        return torch.from_numpy(ids + len(SPECIALS))
 
     def decode(self, ids: Tensor) -> str:
+        """The bases of token ids, specials left out; the N token reads as k Ns."""
         vocab = self.vocab
-        return " ".join(vocab[i] for i in ids.tolist()) if self.k > 1 else "".join(
-            vocab[i] for i in ids.tolist() if i >= len(SPECIALS))
+        return "".join(vocab[i] for i in ids.tolist() if i >= len(SPECIALS))
+
+
+@lru_cache(maxsize=None)
+def _complement_table(k: int) -> Tensor:
+    """Token id -> the id of its reverse-complemented k-mer; specials map to themselves."""
+    vocab = DNATokenizer(k).vocab
+    index = {kmer: i for i, kmer in enumerate(vocab)}
+    return torch.tensor([i if i < len(SPECIALS) else index[kmer.translate(COMPLEMENT)[::-1]]
+                         for i, kmer in enumerate(vocab)])
 
 
 def reverse_complement_tokens(ids: Tensor, k: int = 1) -> Tensor:
-    """The token ids of the reverse complement, for ids of character tokens (k = 1) on the last axis."""
-    if k != 1:
-        raise UserError("reverse-complement augmentation needs character tokens (k = 1)")
-    complement = torch.arange(len(SPECIALS) + len(BASES))
-    offset = len(SPECIALS)
-    for base, partner in zip(BASES, BASES.translate(COMPLEMENT)):
-        complement[offset + BASES.index(base)] = offset + BASES.index(partner)
-    flipped = complement[ids].flip(-1)
-    # padding stays at the end: move every pad of a right-padded row back behind the bases
+    """The token ids of the reverse complement of right-padded rows of ids on the last axis.
+
+    Exact (equal to encoding the reverse-complemented sequence) when every row's sequence length
+    is a multiple of k, as it always is for k = 1; otherwise the k-mer boundaries of the reverse
+    complement differ, and the reverse-complemented strings must be encoded instead.
+    """
+    flipped = _complement_table(k).to(ids.device)[ids].flip(-1)
+    # padding stays at the end: move every pad of a right-padded row back behind the tokens
     real = ids != PAD
     lengths = real.sum(-1, keepdim=True)
     positions = torch.arange(ids.shape[-1], device=ids.device).expand_as(ids)

@@ -1,4 +1,6 @@
-"""DNA tokenisation, sequence tables, and the classification task end to end on a real GUE task."""
+"""Sequence tables, the classification and pretraining tasks (characters and k-mers), end to end on a real GUE task."""
+import math
+import random
 import subprocess
 import sys
 from pathlib import Path
@@ -8,41 +10,11 @@ import torch
 from Bio.Seq import Seq
 
 from titans_seq.engine.errors import UserError
+from titans_seq.tasks.dna.classification import DNAClassificationConfig, DNAClassificationData, DNAClassificationTask
+from titans_seq.tasks.dna.pretraining import DNAGenomeData, DNAPretrainingConfig, DNAPretrainingTask
 from titans_seq.tasks.dna.tables import read_labelled
-from titans_seq.tasks.dna.tokenizer import PAD, DNATokenizer, reverse_complement_tokens
 
 REPO = Path(__file__).resolve().parents[2]
-
-
-def test_character_tokens_soft_masking_and_ambiguity_codes():
-    tok = DNATokenizer()
-    assert tok.decode(tok.encode("ACGTN")) == "ACGTN"
-    assert torch.equal(tok.encode("acgtRY"), tok.encode("ACGTNN"))
-    assert tok.vocab_size == 9 and PAD == 0
-
-
-def test_invalid_base_names_where_it_is():
-    with pytest.raises(UserError, match=r"seqs.fa record 3: invalid base 'X' at position 5"):
-        DNATokenizer().encode("ACGTXA", where="seqs.fa record 3")
-
-
-def test_kmer_tokens():
-    tok = DNATokenizer(k=3)
-    ids = tok.encode("ACGTA")
-    assert len(ids) == 3 and tok.decode(ids) == "ACG CGT GTA"
-    assert tok.vocab_size == 4 + 125
-
-
-def test_reverse_complement_tokens_match_biopython_and_keep_padding_last():
-    tok = DNATokenizer()
-    rows = ["ACCGTTAN", "GATTACA"]
-    ids = torch.full((2, 10), PAD)
-    for i, s in enumerate(rows):
-        ids[i, :len(s)] = tok.encode(s)
-    flipped = reverse_complement_tokens(ids)
-    for i, s in enumerate(rows):
-        assert tok.decode(flipped[i]) == str(Seq(s).reverse_complement())
-        assert (flipped[i, len(s):] == PAD).all()
 
 
 def test_tables_and_folders(tmp_path):
@@ -128,3 +100,47 @@ def test_pretrain_on_a_genome_then_fine_tune_from_it(tmp_path):
     wrong = run_cli("train", "recipes/dna_mac.yaml", f"data.path={table}", f"model.init_from={checkpoint}",
                     "run.name=wrong", *small, "model.d_model=32")
     assert wrong.returncode == 2 and "were the model settings the same" in wrong.stderr
+
+
+def random_dna(rng: random.Random, length: int) -> str:
+    return "".join(rng.choice("ACGT") for _ in range(length))
+
+
+@pytest.mark.parametrize("length, max_length, tokens, from_strings", [
+    (60, 0, 20, False),       # on the k-mer grid: the reverse complement is a token permutation
+    (61, 0, 21, True),        # off it: the reverse-complemented strings are encoded up front
+    (61, 30, 10, False),      # cut to 30 bases, back on the grid
+])
+def test_kmer_classification_reverse_complements_are_exact(tmp_path, length, max_length, tokens, from_strings):
+    rng = random.Random(length + max_length)
+    sequences = [random_dna(rng, length) for _ in range(30)]
+    table = tmp_path / "t.csv"
+    table.write_text("sequence,label\n" + "".join(f"{s},{i % 2}\n" for i, s in enumerate(sequences)))
+    task = DNAClassificationTask(DNAClassificationConfig(k=3), DNAClassificationData(path=str(table),
+                                                                                    max_length=max_length))
+    cut = max_length or length
+    by_ids = {tuple(task.tokenizer.encode(s[:cut]).tolist()): s[:cut] for s in sequences}
+    for split in task.datasets().values():
+        batch = split.tensors
+        assert len(batch) == (3 if from_strings else 2) and batch[0].shape[1] == tokens
+        reverse = task.reverse_complement_ids(batch)
+        for ids, flipped in zip(batch[0], reverse):
+            assert torch.equal(flipped, task.tokenizer.encode(str(Seq(by_ids[tuple(ids.tolist())]).reverse_complement())))
+
+
+def test_kmer_language_model_windows_and_bits_per_base(tmp_path):
+    sequence = random_dna(random.Random(5), 3000)
+    genome = tmp_path / "g.fa"
+    genome.write_text(">chr1\n" + sequence + "\n")
+    task = DNAPretrainingTask(DNAPretrainingConfig(k=3), DNAGenomeData(path=str(genome), window=30, train_windows=4,
+                                                                       val_fraction=0.1, test_fraction=0.1))
+    data = task.datasets()
+    inputs, targets = data["val"].tensors
+    assert inputs.shape[1] == 10 and torch.equal(inputs[:, 1:], targets[:, :-1])
+    first_window = torch.cat([inputs[0], targets[0, -1:]])
+    assert task.tokenizer.decode(first_window) == sequence[2700:2733]       # val: the last tenth, tiled
+    uniform = lambda ids: torch.zeros(*ids.shape, task.tokenizer.vocab_size)  # noqa: E731
+    metrics = task.evaluate(uniform, [(inputs, targets)])
+    assert metrics["bits_per_base"] == pytest.approx(math.log2(4 + 4 ** 3 + 1) / 3)
+    with pytest.raises(UserError, match="data.window=32 must be a positive multiple of task.k=3"):
+        DNAPretrainingTask(DNAPretrainingConfig(k=3), DNAGenomeData(path=str(genome), window=32))
