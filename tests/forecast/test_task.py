@@ -73,3 +73,15 @@ def test_quantile_levels_are_checked(series_csv):
     model = task.build_model(TitansConfig(d_model=16, n_layers=1, n_heads=2, chunk_size=4))
     past, *_ = task.datasets()["train"][0]
     assert model(past.unsqueeze(0)).shape == (1, 6, 1, 3)
+
+
+def test_the_test_split_is_evaluated_whole_with_its_last_incomplete_batch(series_csv):
+    from titans_seq.engine.config import load_recipe
+    from titans_seq.engine.trainer import evaluation_batches
+
+    task = _task(series_csv)
+    test = task.datasets()["test"]
+    recipe = load_recipe("forecast", ["train.batch_size=7"])
+    assert len(test) % 7                                    # the last batch is incomplete
+    seen = sum(len(batch[0]) for batch in evaluation_batches(test, recipe, torch.device("cpu")))
+    assert seen == len(test)
