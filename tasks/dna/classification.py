@@ -42,8 +42,8 @@ class DNAClassificationConfig:
 class DNAClassificationData:
     path: str = "../shared/data/dna/gue/prom_core_notata"  # a table, a train/dev/test folder, or <split>/<class>/ folders
     genome: str | None = None            # a FASTA: path is then a BED file, an interval CSV or <split>/<class>.csv.gz
-    sequence_column: str | None = None   # found by name (sequence, seq) when not given
-    label_column: str | None = None      # found by name (label, class) when not given
+    sequence_column: str | None = None   # tables: found by name (sequence, seq) when not given
+    label_column: str | None = None      # tables: found by name (label, class) when not given
     max_length: int = 0                  # bases; longer sequences are cut; 0: the longest in the data
     val_fraction: float = 0.1            # of train, held out for validation when there is no val split
     test_fraction: float = 0.1           # of a single table, held out for testing

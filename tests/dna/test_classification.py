@@ -125,7 +125,8 @@ def test_kmer_classification_reverse_complements_are_exact(tmp_path, length, max
         assert len(batch) == (3 if from_strings else 2) and batch[0].shape[1] == tokens
         reverse = task.reverse_complement_ids(batch)
         for ids, flipped in zip(batch[0], reverse):
-            assert torch.equal(flipped, task.tokenizer.encode(str(Seq(by_ids[tuple(ids.tolist())]).reverse_complement())))
+            sequence = by_ids[tuple(ids.tolist())]
+            assert torch.equal(flipped, task.tokenizer.encode(str(Seq(sequence).reverse_complement())))
 
 
 def test_kmer_language_model_windows_and_bits_per_base(tmp_path):

@@ -75,7 +75,7 @@ def test_missing_genome_and_missing_intervals(tmp_path, genome):
     bed.write_text("chr1\t0\t30\tpos\n")
     with pytest.raises(UserError, match=r"nowhere.fa: no such FASTA file"):
         read_labelled_intervals(bed, tmp_path / "nowhere.fa")
-    with pytest.raises(UserError, match=r"human_nontata_promoters does not exist; .*datasets/NAME/ of .*genomic_benchmarks"):
+    with pytest.raises(UserError, match=r"nontata_promoters does not exist; .*datasets/NAME/ of .*genomic_benchmarks"):
         read_labelled_intervals(tmp_path / "human_nontata_promoters", genome[0])
     with pytest.raises(UserError, match=r"x.bed: .*BED file together with data.genome"):
         read_labelled(bed)
