@@ -74,6 +74,7 @@ def training_recipe(options: ForecastOptions) -> Recipe:
     return load_recipe("forecast", [
         *_data_overrides(options), f"task.horizon={options.horizon or 96}", f"task.lookback={options.lookback or 512}",
         f"task.quantiles={json.dumps(list(options.quantiles))}", *_model_overrides(options.variant or "mac"),
+        "task.stride=16",     # non-overlapping patches: half the tokens of the recipe's, as the lookback-512 runs
         f"train.max_steps={options.steps}", "train.batch_size=64", f"train.eval_every={max(options.steps // 3, 1)}",
         "train.eval_batches=20", "train.patience=0", "optim.warmup_steps=30",
         f"run.out_dir={out}", "run.name=model", *options.overrides])
