@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import resource
 import time
+from typing import Iterator
 
 import torch
 
@@ -30,12 +31,12 @@ def peak_rss_mb() -> float:
 
 
 @torch.no_grad()
-def stream(variant: str, args, device: torch.device) -> list[dict]:
+def stream(variant: str, args, device: torch.device) -> Iterator[dict]:
     recipe = load_recipe(args.recipe, [*args.overrides, f"model.variant={variant}", "task.tokenizer=byte"])
     torch.manual_seed(0)
     model = LanguageModel(args.vocab, recipe.model.backbone()).to(device).eval()
     generator = torch.Generator().manual_seed(0)
-    marks, rows, state, read = sorted(args.marks), [], None, 0
+    marks, state, read = sorted(args.marks), None, 0
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     started = time.perf_counter()
@@ -46,11 +47,10 @@ def stream(variant: str, args, device: torch.device) -> list[dict]:
         if read >= marks[0]:
             if device.type == "cuda":
                 torch.cuda.synchronize(device)
-            rows.append({"variant": variant, "tokens": marks.pop(0), "peak_rss_mb": peak_rss_mb(),
-                         "peak_gpu_mb": torch.cuda.max_memory_allocated(device) / 2 ** 20 if device.type == "cuda"
-                         else float("nan"),
-                         "tokens_per_s": read / (time.perf_counter() - started)})
-    return rows
+            yield {"variant": variant, "tokens": marks.pop(0), "peak_rss_mb": peak_rss_mb(),
+                   "peak_gpu_mb": torch.cuda.max_memory_allocated(device) / 2 ** 20 if device.type == "cuda"
+                   else float("nan"),
+                   "tokens_per_s": read / (time.perf_counter() - started)}
 
 
 def main() -> None:
@@ -69,7 +69,7 @@ def main() -> None:
         args.recipe, args.overrides, args.vocab, args.piece = "lm_tiny", [*SMOKE, *args.overrides], 257, 256
         args.marks = [m // 64 for m in args.marks]
     device = torch.device(args.device)
-    print(f"| variant | tokens | peak RSS (MB) | peak GPU (MB) | tokens/s |\n|---|---|---|---|---|")
+    print("| variant | tokens | peak RSS (MB) | peak GPU (MB) | tokens/s |\n|---|---|---|---|---|")
     for variant in parse_list(args.variants, str, "--variants"):
         for row in stream(variant, args, device):
             print(f"| {row['variant']} | {row['tokens']:,} | {row['peak_rss_mb']:,.0f} | {row['peak_gpu_mb']:,.0f} | "

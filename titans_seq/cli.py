@@ -40,8 +40,14 @@ def _eval(args: argparse.Namespace) -> None:
 
 def _bench(args: argparse.Namespace) -> None:
     from titans_seq.engine.bench import run_suite
+    from titans_seq.engine.errors import UserError
 
-    table = run_suite(Path(args.suite), Path(args.out) if args.out else None)
+    variants = args.variants.split(",") if args.variants else None
+    try:
+        seeds = [int(seed) for seed in args.seeds.split(",")] if args.seeds else None
+    except ValueError:
+        raise UserError(f"--seeds {args.seeds!r}: give whole numbers separated by commas") from None
+    table = run_suite(Path(args.suite), Path(args.out) if args.out else None, variants, seeds)
     print(table)
 
 
@@ -126,6 +132,9 @@ def build_parser() -> argparse.ArgumentParser:
     bench = commands.add_parser("bench", help="run a grid of variants x recipes x seeds and tabulate it")
     bench.add_argument("suite", help="a suite file, e.g. recipes/suites/recall.yaml")
     bench.add_argument("--out", help="where to write the markdown table (default: beside the runs)")
+    bench.add_argument("--variants", help="train only these variants' runs (comma-separated); finished runs "
+                                          "of the others are still tabulated")
+    bench.add_argument("--seeds", help="train only these seeds' runs (comma-separated)")
     bench.set_defaults(run=_bench)
 
     demo = commands.add_parser("demo", help="train a small Titans model on built-in data for about a minute")

@@ -69,7 +69,30 @@ def test_bench_writes_a_table_in_the_papers_layout(tmp_path):
     assert main(["bench", str(suite)]) == 0
     table = (tmp_path / "tiny" / "results.md").read_text()
     rows = [line for line in table.splitlines() if line.startswith("| ")]
-    assert rows[0] == "| model | demo accuracy |"
+    assert rows[0] == "| model | demo params | demo accuracy |"
     assert rows[1].startswith("| transformer |") and rows[2].startswith("| mac |")
     assert "±" in rows[2]
     assert len((tmp_path / "tiny" / "records.jsonl").read_text().splitlines()) == 4
+
+
+def test_bench_matches_sizes_per_variant_and_resumes_a_split_grid(tmp_path, capsys):
+    suite = tmp_path / "suite.yaml"
+    suite.write_text(f"name: split\nrecipes: [demo]\nvariants: [mac, transformer]\nseeds: [0]\n"
+                     f"metrics: [accuracy]\nout_dir: {tmp_path}\n"
+                     f"overrides: [{', '.join(TINY)}, train.max_steps=2]\n"
+                     f"variant_overrides: {{transformer: [model.d_model=32]}}\n")
+    assert main(["bench", str(suite), "--variants", "transformer"]) == 0
+    rows = [line for line in (tmp_path / "split" / "results.md").read_text().splitlines() if line.startswith("| ")]
+    assert rows[0] == "| model | demo params | demo accuracy |"
+    assert rows[2] == "| mac | — | — |"                    # not this call's share: not trained
+    transformer = json.loads((tmp_path / "split" / "records.jsonl").read_text())
+    widened = (tmp_path / "split" / "demo" / "transformer" / "seed-0" / "config.yaml").read_text()
+    assert "d_model: 32" in widened and transformer["variant"] == "transformer"
+    capsys.readouterr()
+    assert main(["bench", str(suite)]) == 0                 # the rest of the grid; the transformer is reused
+    out = capsys.readouterr().out
+    assert "transformer / seed 0: done before, results reused" in out and "== demo / mac / seed 0\n" in out
+    records = [json.loads(line) for line in (tmp_path / "split" / "records.jsonl").read_text().splitlines()]
+    assert [r["variant"] for r in records] == ["mac", "transformer"]
+    assert records[1]["parameters"] == transformer["parameters"] != records[0]["parameters"]
+    assert main(["bench", str(suite), "--variants", "mamba"]) == 2

@@ -1,4 +1,9 @@
-"""``titans-seq bench SUITE``: a grid of recipes x variants x seeds, tabulated as mean ± std."""
+"""``titans-seq bench SUITE``: a grid of recipes x variants x seeds, tabulated as mean ± std.
+
+A run whose directory already holds test results of the very same resolved recipe is not trained
+again, so an interrupted suite resumes where it stopped, and a suite can be split across processes
+or machines (``--variants``, ``--seeds``) and tabulated by a last call that finds every run done.
+"""
 from __future__ import annotations
 
 import json
@@ -11,7 +16,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from titans_seq.backbones import VARIANTS
 
-from .config import load_recipe
+from .config import Recipe, load_recipe, recipe_to_yaml
 from .errors import UserError
 from .records import write_atomically
 from .trainer import train
@@ -27,6 +32,7 @@ class Suite:
     seeds: list[int] = field(default_factory=lambda: [0])
     metrics: list[str] = field(default_factory=lambda: ["loss"])
     overrides: list[str] = field(default_factory=list)     # applied to every run
+    variant_overrides: dict[str, list[str]] = field(default_factory=dict)   # e.g. to match parameter counts
     out_dir: str = "runs"
 
 
@@ -37,7 +43,7 @@ def load_suite(path: Path) -> Suite:
         suite = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(Suite), OmegaConf.load(path)))
     except OmegaConfBaseException as error:
         raise UserError(f"suite {path}: {str(error).splitlines()[0]}") from None
-    unknown = sorted(set(suite.variants) - set(VARIANTS))
+    unknown = sorted((set(suite.variants) | set(suite.variant_overrides)) - set(VARIANTS))
     if unknown or not suite.recipes or not suite.seeds:
         raise UserError(f"suite {path}: needs recipes, seeds and variants among {', '.join(VARIANTS)}"
                         + (f" (unknown: {', '.join(unknown)})" if unknown else ""))
@@ -53,32 +59,57 @@ def _cell(values: list[float]) -> str:
 
 def results_table(records: list[dict], suite: Suite) -> str:
     """Markdown: a row per variant (baselines first), a column per recipe and metric, mean ± std over seeds."""
-    header = ["model"] + [f"{recipe} {metric}" for recipe in suite.recipes for metric in suite.metrics]
+    header = ["model"] + [f"{recipe} {column}" for recipe in suite.recipes
+                          for column in ["params", *suite.metrics]]
     rows = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     ordered = [v for v in BASELINES if v in suite.variants] + [v for v in suite.variants if v not in BASELINES]
     for variant in ordered:
         cells = [variant]
         for recipe in suite.recipes:
-            for metric in suite.metrics:
-                cells.append(_cell([r["metrics"][metric] for r in records
-                                    if r["recipe"] == recipe and r["variant"] == variant and metric in r["metrics"]]))
+            runs = [r for r in records if r["recipe"] == recipe and r["variant"] == variant]
+            cells.append(f"{runs[0]['parameters'] / 1e6:.2f}M" if runs else "—")
+            cells.extend(_cell([r["metrics"][metric] for r in runs if metric in r["metrics"]])
+                         for metric in suite.metrics)
         rows.append("| " + " | ".join(cells) + " |")
     seeds = ", ".join(str(s) for s in suite.seeds)
     return "\n".join(rows) + f"\n\nTest metrics, mean ± std over seeds {seeds}.\n"
 
 
-def run_suite(path: Path, out: Path | None = None) -> str:
-    """Train and test every (recipe, variant, seed) of a suite; write records.jsonl and the table."""
+def finished_record(recipe: Recipe) -> dict | None:
+    """The test record of an earlier run of exactly this recipe, if that run finished."""
+    results, config = recipe.run_dir / "test_results.json", recipe.run_dir / "config.yaml"
+    if results.is_file() and config.is_file() and config.read_text() == recipe_to_yaml(recipe):
+        return json.loads(results.read_text())
+    return None
+
+
+def run_suite(path: Path, out: Path | None = None, variants: list[str] | None = None,
+              seeds: list[int] | None = None) -> str:
+    """Train and test the (recipe, variant, seed) runs of a suite not done yet; tabulate every finished one.
+
+    ``variants`` and ``seeds`` restrict which runs this call may train (default: all of the suite's).
+    """
     suite = load_suite(path)
+    for asked, known, what in ((variants, suite.variants, "variants"), (seeds, suite.seeds, "seeds")):
+        if asked is not None and not set(asked) <= set(known):
+            raise UserError(f"--{what} {','.join(map(str, asked))}: the suite's {what} are "
+                            f"{', '.join(map(str, known))}")
     base = Path(suite.out_dir) / suite.name
     runs = [(recipe, variant, seed) for recipe in suite.recipes for variant in suite.variants for seed in suite.seeds]
-    recipes = {run: load_recipe(run[0], [*suite.overrides, f"model.variant={run[1]}", f"run.seed={run[2]}",
-                                         f"run.out_dir={base}", f"run.name={run[0]}/{run[1]}/seed-{run[2]}"])
+    recipes = {run: load_recipe(run[0], [*suite.overrides, *suite.variant_overrides.get(run[1], []),
+                                         f"model.variant={run[1]}", f"run.seed={run[2]}", f"run.out_dir={base}",
+                                         f"run.name={run[0]}/{run[1]}/seed-{run[2]}"])
                for run in runs}                        # every recipe is checked before the first run starts
     records = []
     for (recipe_name, variant, seed), recipe in recipes.items():
-        print(f"== {recipe_name} / {variant} / seed {seed}", flush=True)
-        records.append({**train(recipe), "recipe": recipe_name})
+        record = finished_record(recipe)
+        if record is None and (variants is None or variant in variants) and (seeds is None or seed in seeds):
+            print(f"== {recipe_name} / {variant} / seed {seed}", flush=True)
+            record = train(recipe)
+        elif record is not None:
+            print(f"== {recipe_name} / {variant} / seed {seed}: done before, results reused", flush=True)
+        if record is not None:
+            records.append({**record, "recipe": recipe_name})
     write_atomically(base / "records.jsonl", "".join(json.dumps(r) + "\n" for r in records))
     table = results_table(records, suite)
     write_atomically(out or base / "results.md", f"# {suite.name}\n\n{table}")
