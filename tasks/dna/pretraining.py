@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.data import TensorDataset
 
-from titans_seq.backbones import Backbone, TitansConfig
+from titans_seq.backbones import LanguageModel, TitansConfig, next_token_loss
 from titans_seq.engine.errors import UserError
 from titans_seq.engine.registry import register_task
 from titans_seq.engine.task import Task
@@ -43,18 +43,6 @@ class DNAGenomeData:
     val_fraction: float = 0.02        # without held-out contigs: the end of each contig
     test_fraction: float = 0.02
     seed: int = 0
-
-
-class DNALanguageModel(nn.Module):
-    """Embedding -> Backbone -> next-token logits (embedding and head share their weights)."""
-
-    def __init__(self, vocab_size: int, config: TitansConfig):
-        super().__init__()
-        self.embed = nn.Embedding(vocab_size, config.d_model)
-        self.backbone = Backbone(config)
-
-    def forward(self, ids: Tensor) -> Tensor:
-        return self.backbone(self.embed(ids)) @ self.embed.weight.T
 
 
 @register_task
@@ -117,11 +105,10 @@ class DNAPretrainingTask(Task):
         return out
 
     def build_model(self, model_config: TitansConfig) -> nn.Module:
-        return DNALanguageModel(self.tokenizer.vocab_size, model_config)
+        return LanguageModel(self.tokenizer.vocab_size, model_config)
 
     def loss(self, model: nn.Module, batch) -> Tensor:
-        inputs, targets = batch
-        return F.cross_entropy(model(inputs).flatten(0, 1).float(), targets.flatten())
+        return next_token_loss(model, batch)
 
     def evaluate(self, model: nn.Module, batches: Iterable) -> dict[str, float]:
         total, correct, count = 0.0, 0, 0

@@ -16,16 +16,14 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.data import Dataset
 
-from titans_seq.backbones import TitansConfig
+from titans_seq.backbones import IGNORE, LanguageModel, TitansConfig, next_token_loss
 from titans_seq.engine.errors import UserError
 from titans_seq.engine.registry import register_task
 from titans_seq.engine.task import Task
 
 from .niah import Haystack, make_sample
-from .task import LanguageModel
 from .tokenizers import ByteTokenizer
 
-IGNORE = -100
 ANSWER_TOKENS = 6            # " 12345" in bytes
 
 
@@ -86,8 +84,7 @@ class PasskeyTask(Task):
         return LanguageModel(self.tokenizer.vocab_size, model_config)
 
     def loss(self, model: nn.Module, batch) -> Tensor:
-        inputs, targets = batch
-        return F.cross_entropy(model(inputs).flatten(0, 1).float(), targets.flatten(), ignore_index=IGNORE)
+        return next_token_loss(model, batch)
 
     def evaluate(self, model: nn.Module, batches: Iterable) -> dict[str, float]:
         """Loss over answer tokens; accuracy: keys whose every digit is the argmax (what greedy decoding writes)."""

@@ -14,7 +14,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from titans_seq.backbones import Backbone, TitansConfig
+from titans_seq.backbones import LanguageModel, TitansConfig, next_token_loss
 from titans_seq.engine.errors import UserError
 from titans_seq.engine.registry import register_task
 from titans_seq.engine.task import Task
@@ -40,25 +40,6 @@ class LMCorpusData:
     val_fraction: float = 0.05
     test_fraction: float = 0.05
     cache_dir: str = ".cache/titans_seq/shards"   # token shards, written once per corpus and tokeniser
-
-
-class LanguageModel(nn.Module):
-    """Embedding -> Backbone -> logits through the same (tied) embedding matrix.
-
-    ``state`` and ``return_state`` pass through to the backbone, so a text can be read in pieces.
-    """
-
-    def __init__(self, vocab_size: int, config: TitansConfig):
-        super().__init__()
-        self.embed = nn.Embedding(vocab_size, config.d_model)
-        nn.init.normal_(self.embed.weight, std=config.d_model ** -0.5)
-        self.backbone = Backbone(config)
-
-    def forward(self, ids: Tensor, state: list | None = None, return_state: bool = False):
-        out = self.backbone(self.embed(ids), state=state, return_state=return_state)
-        hidden, state = out if return_state else (out, None)
-        logits = hidden @ self.embed.weight.T
-        return (logits, state) if return_state else logits
 
 
 def token_loss_sums(logits: Tensor, targets: Tensor, token_bytes: Tensor) -> tuple[float, int, int]:
@@ -126,8 +107,7 @@ class LanguageModelTask(Task):
         return LanguageModel(self.tokenizer.vocab_size, model_config)
 
     def loss(self, model: nn.Module, batch) -> Tensor:
-        inputs, targets = batch
-        return F.cross_entropy(model(inputs).flatten(0, 1).float(), targets.flatten())
+        return next_token_loss(model, batch)
 
     def evaluate(self, model: nn.Module, batches: Iterable) -> dict[str, float]:
         nats, tokens, text_bytes = 0.0, 0, 0

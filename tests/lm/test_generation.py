@@ -1,15 +1,12 @@
 """Generation and streaming carry the Backbone state: the incremental path equals one parallel forward pass."""
-import json
-
 import pytest
 import torch
 
 from titans_seq import TitansConfig
-from titans_seq.cli import main
+from titans_seq.backbones import LanguageModel
 from titans_seq.engine.errors import UserError
 from titans_seq.tasks.lm.generation import (LoadedModel, check_fits, generate, read_in_pieces, sample_next,
                                             stream_metrics)
-from titans_seq.tasks.lm.task import LanguageModel
 from titans_seq.tasks.lm.tokenizers import ByteTokenizer
 
 VARIANTS = ["lmm", "mac", "mag", "mal", "swa", "transformer"]

@@ -1,5 +1,6 @@
-"""Backbones: TitansConfig and the Backbone built from one mixer per variant."""
+"""Backbones: TitansConfig, the Backbone built from one mixer per variant, and the tied-embedding LM."""
 from .backbone import Backbone, Block
 from .config import VARIANTS, TitansConfig
+from .language_model import IGNORE, LanguageModel, next_token_loss
 
-__all__ = ["VARIANTS", "Backbone", "Block", "TitansConfig"]
+__all__ = ["IGNORE", "VARIANTS", "Backbone", "Block", "LanguageModel", "TitansConfig", "next_token_loss"]
