@@ -1,7 +1,9 @@
 """Passkey retrieval as a training task: learn to recall a hidden five-digit key at short lengths.
 
 Each sequence is an S-NIAH ``pk`` prompt (noise haystack, key at a random depth, question) followed
-by the answer; only the answer's tokens are trained on. A model trained here at <= 2K tokens is
+by the answer. By default only the answer's tokens are trained on; ``loss_on: all`` trains on
+every next token as a language model does (the repeated haystack and the needle's own repetition
+teach copying long before the sparse answer signal does). A model trained here at <= 2K tokens is
 then asked at far greater lengths by ``titans-seq niah`` (or benchmarks/niah_recall.py), reading
 the prompt through its state.
 """
@@ -35,13 +37,14 @@ class PasskeyConfig:
     n_val: int = 128
     n_test: int = 256
     seed: int = 0
+    loss_on: str = "answer"  # answer | all (every next token; validation and test score the answer only)
 
 
 class PasskeySequences(Dataset):
     """(inputs, targets) of passkey prompts; targets are IGNORE except at the answer."""
 
-    def __init__(self, count: int, seq_len: int, seed: str):
-        self.count, self.seq_len, self.seed = count, seq_len, seed
+    def __init__(self, count: int, seq_len: int, seed: str, loss_on: str = "answer"):
+        self.count, self.seq_len, self.seed, self.loss_on = count, seq_len, seed, loss_on
         self.tokenizer = ByteTokenizer()
         self.haystack = Haystack.for_kind("pk", self.tokenizer)
 
@@ -53,6 +56,8 @@ class PasskeySequences(Dataset):
         sample = make_sample("pk", self.seq_len - ANSWER_TOKENS, rng.random(), self.tokenizer, self.haystack, rng)
         answer = self.tokenizer.encode(" " + sample.needle.answer)
         ids = torch.tensor([self.tokenizer.eos_id, *sample.ids, *answer])
+        if self.loss_on == "all":
+            return ids[:-1], ids[1:]
         targets = torch.full((self.seq_len,), IGNORE)
         targets[-ANSWER_TOKENS:] = ids[-ANSWER_TOKENS:]
         return ids[:-1], targets
@@ -68,6 +73,8 @@ class PasskeyTask(Task):
         super().__init__(config, data)
         if config.seq_len < 128:
             raise UserError(f"task.seq_len={config.seq_len}: a passkey prompt needs at least 128 tokens")
+        if config.loss_on not in ("answer", "all"):
+            raise UserError(f"task.loss_on={config.loss_on!r}: choose answer or all")
         self.tokenizer = ByteTokenizer()
 
     @property
@@ -77,7 +84,8 @@ class PasskeyTask(Task):
 
     def datasets(self):
         c = self.config
-        return {split: PasskeySequences(count, c.seq_len, f"{c.seed}-{split}")
+        return {split: PasskeySequences(count, c.seq_len, f"{c.seed}-{split}",
+                                        c.loss_on if split == "train" else "answer")
                 for split, count in (("train", c.n_train), ("val", c.n_val), ("test", c.n_test))}
 
     def build_model(self, model_config: TitansConfig) -> nn.Module:

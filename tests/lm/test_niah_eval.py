@@ -2,6 +2,7 @@
 import json
 
 import pytest
+import torch
 
 from titans_seq.cli import main
 from titans_seq.engine.config import load_recipe
@@ -47,6 +48,14 @@ def test_passkey_sequences_train_only_on_the_answer():
     answer = bytes(targets[targets != IGNORE].tolist()).decode()
     assert answer[0] == " " and answer[1:].isdigit() and len(answer) == 6
     assert f"The pass key is {answer[1:]}." in bytes(inputs.tolist()[1:]).decode()
+
+
+def test_passkey_sequences_can_train_on_every_token():
+    every = PasskeySequences(2, 256, "s", loss_on="all")[1]
+    answer_only = PasskeySequences(2, 256, "s")[1]
+    assert torch.equal(every[0], answer_only[0]) and torch.equal(every[1][:-1], every[0][1:])
+    asked = answer_only[1] != IGNORE
+    assert torch.equal(every[1][asked], answer_only[1][asked])
 
 
 def test_passkey_recipe_trains(tmp_path):
