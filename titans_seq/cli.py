@@ -47,7 +47,8 @@ def _bench(args: argparse.Namespace) -> None:
         seeds = [int(seed) for seed in args.seeds.split(",")] if args.seeds else None
     except ValueError:
         raise UserError(f"--seeds {args.seeds!r}: give whole numbers separated by commas") from None
-    table = run_suite(Path(args.suite), Path(args.out) if args.out else None, variants, seeds)
+    table = run_suite(Path(args.suite), Path(args.out) if args.out else None, variants, seeds, args.overrides,
+                      args.name)
     print(table)
 
 
@@ -135,6 +136,8 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--variants", help="train only these variants' runs (comma-separated); finished runs "
                                           "of the others are still tabulated")
     bench.add_argument("--seeds", help="train only these seeds' runs (comma-separated)")
+    bench.add_argument("--name", help="the suite's name, and so its folder under out_dir (default: the file's)")
+    bench.add_argument("overrides", nargs="*", help="recipe overrides for every run, e.g. train.max_steps=3000")
     bench.set_defaults(run=_bench)
 
     demo = commands.add_parser("demo", help="train a small Titans model on built-in data for about a minute")

@@ -96,3 +96,7 @@ def test_bench_matches_sizes_per_variant_and_resumes_a_split_grid(tmp_path, caps
     assert [r["variant"] for r in records] == ["mac", "transformer"]
     assert records[1]["parameters"] == transformer["parameters"] != records[0]["parameters"]
     assert main(["bench", str(suite), "--variants", "mamba"]) == 2
+    assert main(["bench", str(suite), "--name", "longer", "--variants", "mac", "train.max_steps=3"]) == 0
+    longer = json.loads((tmp_path / "longer" / "records.jsonl").read_text())
+    assert "max_steps: 3" in (tmp_path / "longer" / "demo" / "mac" / "seed-0" / "config.yaml").read_text()
+    assert longer["variant"] == "mac"

@@ -84,12 +84,14 @@ def finished_record(recipe: Recipe) -> dict | None:
 
 
 def run_suite(path: Path, out: Path | None = None, variants: list[str] | None = None,
-              seeds: list[int] | None = None) -> str:
+              seeds: list[int] | None = None, overrides: list[str] | None = None, name: str | None = None) -> str:
     """Train and test the (recipe, variant, seed) runs of a suite not done yet; tabulate every finished one.
 
-    ``variants`` and ``seeds`` restrict which runs this call may train (default: all of the suite's).
+    ``variants`` and ``seeds`` restrict which runs this call may train (default: all of the suite's);
+    ``overrides`` are added to every run's, and ``name`` replaces the suite's (and so its folder).
     """
     suite = load_suite(path)
+    suite.overrides, suite.name = [*suite.overrides, *(overrides or [])], name or suite.name
     for asked, known, what in ((variants, suite.variants, "variants"), (seeds, suite.seeds, "seeds")):
         if asked is not None and not set(asked) <= set(known):
             raise UserError(f"--{what} {','.join(map(str, asked))}: the suite's {what} are "
