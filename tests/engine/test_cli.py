@@ -71,7 +71,7 @@ def test_bench_writes_a_table_in_the_papers_layout(tmp_path):
     rows = [line for line in table.splitlines() if line.startswith("| ")]
     assert rows[0] == "| model | demo params | demo accuracy |"
     assert rows[1].startswith("| transformer |") and rows[2].startswith("| mac |")
-    assert "±" in rows[2]
+    assert "±" in rows[2] and rows[2].endswith("(n=2) |")
     assert len((tmp_path / "tiny" / "records.jsonl").read_text().splitlines()) == 4
 
 
@@ -85,6 +85,7 @@ def test_bench_matches_sizes_per_variant_and_resumes_a_split_grid(tmp_path, caps
     rows = [line for line in (tmp_path / "split" / "results.md").read_text().splitlines() if line.startswith("| ")]
     assert rows[0] == "| model | demo params | demo accuracy |"
     assert rows[2] == "| mac | — | — |"                    # not this call's share: not trained
+    assert rows[1].endswith("(n=1) |") and "±" not in rows[1]
     transformer = json.loads((tmp_path / "split" / "records.jsonl").read_text())
     widened = (tmp_path / "split" / "demo" / "transformer" / "seed-0" / "config.yaml").read_text()
     assert "d_model: 32" in widened and transformer["variant"] == "transformer"

@@ -53,8 +53,9 @@ def load_suite(path: Path) -> Suite:
 def _cell(values: list[float]) -> str:
     if not values:
         return "—"
-    spread = statistics.stdev(values) if len(values) > 1 else 0.0
-    return f"{statistics.mean(values):.4f} ± {spread:.4f}"
+    if len(values) == 1:
+        return f"{values[0]:.4f} (n=1)"
+    return f"{statistics.mean(values):.4f} ± {statistics.stdev(values):.4f} (n={len(values)})"
 
 
 def results_table(records: list[dict], suite: Suite) -> str:
@@ -71,8 +72,8 @@ def results_table(records: list[dict], suite: Suite) -> str:
             cells.extend(_cell([r["metrics"][metric] for r in runs if metric in r["metrics"]])
                          for metric in suite.metrics)
         rows.append("| " + " | ".join(cells) + " |")
-    seeds = ", ".join(str(s) for s in suite.seeds)
-    return "\n".join(rows) + f"\n\nTest metrics, mean ± std over seeds {seeds}.\n"
+    seeds = ", ".join(str(s) for s in sorted({r["seed"] for r in records}))
+    return "\n".join(rows) + f"\n\nTest metrics, mean ± std over the n seeds run (of seeds {seeds or 'none'}).\n"
 
 
 def finished_record(recipe: Recipe) -> dict | None:
