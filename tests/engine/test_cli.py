@@ -78,15 +78,16 @@ def test_bench_writes_a_table_in_the_papers_layout(tmp_path):
 def test_bench_matches_sizes_per_variant_and_resumes_a_split_grid(tmp_path, capsys):
     suite = tmp_path / "suite.yaml"
     suite.write_text(f"name: split\nrecipes: [demo]\nvariants: [mac, transformer]\nseeds: [0]\n"
-                     f"metrics: [accuracy]\nout_dir: {tmp_path}\n"
+                     f"metrics: [accuracy, val_accuracy]\nout_dir: {tmp_path}\n"
                      f"overrides: [{', '.join(TINY)}, train.max_steps=2]\n"
                      f"variant_overrides: {{transformer: [model.d_model=32]}}\n")
     assert main(["bench", str(suite), "--variants", "transformer"]) == 0
     rows = [line for line in (tmp_path / "split" / "results.md").read_text().splitlines() if line.startswith("| ")]
-    assert rows[0] == "| model | demo params | demo accuracy |"
-    assert rows[2] == "| mac | — | — |"                    # not this call's share: not trained
+    assert rows[0] == "| model | demo params | demo accuracy | demo val_accuracy |"
+    assert rows[2] == "| mac | — | — | — |"                # not this call's share: not trained
     assert rows[1].endswith("(n=1) |") and "±" not in rows[1]
     transformer = json.loads((tmp_path / "split" / "records.jsonl").read_text())
+    assert f"{transformer['val_metrics']['accuracy']:.4f} (n=1)" in rows[1]      # the selected checkpoint's
     widened = (tmp_path / "split" / "demo" / "transformer" / "seed-0" / "config.yaml").read_text()
     assert "d_model: 32" in widened and transformer["variant"] == "transformer"
     capsys.readouterr()

@@ -58,6 +58,13 @@ def _cell(values: list[float]) -> str:
     return f"{statistics.mean(values):.4f} ± {statistics.stdev(values):.4f} (n={len(values)})"
 
 
+def _metric(record: dict, name: str) -> float | None:
+    """A test metric, or with a ``val_`` prefix the best checkpoint's validation metric."""
+    if name.startswith("val_") and name not in record["metrics"]:
+        return record.get("val_metrics", {}).get(name[4:])
+    return record["metrics"].get(name)
+
+
 def results_table(records: list[dict], suite: Suite) -> str:
     """Markdown: a row per variant (baselines first), a column per recipe and metric, mean ± std over seeds."""
     header = ["model"] + [f"{recipe} {column}" for recipe in suite.recipes
@@ -69,11 +76,12 @@ def results_table(records: list[dict], suite: Suite) -> str:
         for recipe in suite.recipes:
             runs = [r for r in records if r["recipe"] == recipe and r["variant"] == variant]
             cells.append(f"{runs[0]['parameters'] / 1e6:.2f}M" if runs else "—")
-            cells.extend(_cell([r["metrics"][metric] for r in runs if metric in r["metrics"]])
+            cells.extend(_cell([value for r in runs if (value := _metric(r, metric)) is not None])
                          for metric in suite.metrics)
         rows.append("| " + " | ".join(cells) + " |")
     seeds = ", ".join(str(s) for s in sorted({r["seed"] for r in records}))
-    return "\n".join(rows) + f"\n\nTest metrics, mean ± std over the n seeds run (of seeds {seeds or 'none'}).\n"
+    return "\n".join(rows) + (f"\n\nTest metrics (`val_` ones: the selected checkpoint's validation metrics), "
+                              f"mean ± std over the n seeds run (of seeds {seeds or 'none'}).\n")
 
 
 def finished_record(recipe: Recipe) -> dict | None:

@@ -311,7 +311,9 @@ class Trainer:
         if (best / "COMPLETE").exists():
             self.load_weights(best)
         metrics, _ = evaluate(self.task, model, self.splits["test"], self.recipe, self.env.device, label="testing")
-        record = self.record("test", metrics, tokens_per_s, best_step=self.state.best_step)
+        best_val = next(({k: v for k, v in h.items() if k != "step"} for h in self.state.history
+                         if h["step"] == self.state.best_step), {})
+        record = self.record("test", metrics, tokens_per_s, best_step=self.state.best_step, val_metrics=best_val)
         if self.env.is_main:
             write_record(self.run_dir / "test_results.json", record)
         return record
