@@ -3,7 +3,11 @@
     python benchmarks/niah_recall.py                                    # train lm_passkey (mac), then sweep
     python benchmarks/niah_recall.py --variants mac,mag,mal,swa --lengths 1K,4K,16K,64K,256K
     python benchmarks/niah_recall.py --checkpoint runs/niah_recall/passkey-mac/best    # sweep only
+    python benchmarks/niah_recall.py --curriculum 256:1500:16,1024:1500:4    # short prompts first, then 1K
     python benchmarks/niah_recall.py --smoke                            # tiny sizes, to check the script
+
+With --curriculum, each stage (seq_len:steps:batch_size) trains from the previous stage's best
+checkpoint (model.init_from), with the recipe's other settings; the sweep reads the last stage's.
 
 Every prompt is read through the model's state in pieces, so memory stays flat with the length.
 A transformer baseline is asked only at lengths up to the one it was trained on (its cache grows).
@@ -49,6 +53,7 @@ def main() -> None:
     parser.add_argument("--haystack", default="../shared/data/niah/paul_graham_essays_concat.txt")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--out", default="runs/niah_recall")
+    parser.add_argument("--curriculum", help="stages seq_len:steps:batch_size, comma-separated (default: the recipe's)")
     parser.add_argument("--smoke", action="store_true", help="tiny model, a few steps, short lengths")
     parser.add_argument("overrides", nargs="*", help="recipe overrides, e.g. train.max_steps=5000")
     args = parser.parse_args()
@@ -60,12 +65,30 @@ def main() -> None:
     if args.checkpoint:
         print(sweep(Path(args.checkpoint), args, out))
         return
+    stages = parse_stages(args.curriculum) if args.curriculum else [[]]
     for variant in parse_list(args.variants, str, "--variants"):
-        recipe = load_recipe(args.recipe, [*args.overrides, f"model.variant={variant}", f"run.out_dir={out}"])
-        record = train(recipe)
-        print(f"== {variant}: trained at {recipe.task.seq_len} tokens, test accuracy "
-              f"{record['metrics']['accuracy']:.3f}")
+        init_from = []
+        for i, stage in enumerate(stages):
+            name = f"run.name=passkey-{variant}" + (f"-stage{i + 1}" if len(stages) > 1 else "")
+            recipe = load_recipe(args.recipe, [*args.overrides, *stage, *init_from, f"model.variant={variant}",
+                                               f"run.out_dir={out}", name])
+            record = train(recipe)
+            init_from = [f"model.init_from={recipe.run_dir / 'best'}"]
+            print(f"== {variant}: trained at {recipe.task.seq_len} tokens, test accuracy "
+                  f"{record['metrics']['accuracy']:.3f}")
         print(sweep(recipe.run_dir / "best", args, out / recipe.run.name / "niah"))
+
+
+def parse_stages(text: str) -> list[list[str]]:
+    """``256:1500:16,1024:1500:4`` -> the overrides of each stage."""
+    stages = []
+    for item in text.split(","):
+        parts = item.split(":")
+        if len(parts) != 3 or not all(part.strip().isdigit() for part in parts):
+            raise SystemExit(f"--curriculum {text!r}: give stages as seq_len:steps:batch_size")
+        seq_len, steps, batch = parts
+        stages.append([f"task.seq_len={seq_len}", f"train.max_steps={steps}", f"train.batch_size={batch}"])
+    return stages
 
 
 if __name__ == "__main__":
