@@ -18,9 +18,9 @@ from typing import Iterator
 
 import torch
 
+from titans_seq.backbones import LanguageModel
 from titans_seq.engine.config import load_recipe
 from titans_seq.tasks.lm.commands import parse_list
-from titans_seq.backbones import LanguageModel
 
 SMOKE = ["model.d_model=32", "model.n_layers=2", "model.n_heads=2", "model.chunk_size=8", "model.segment_len=32",
          "model.window=32"]

@@ -145,7 +145,7 @@ def cached_shards(corpus: Corpus, tokenizer: Tokenizer, cache_dir: str | Path) -
     if tokenizer_file.is_file():
         tokenizer_id += [tokenizer_file.stat().st_size, tokenizer_file.stat().st_mtime_ns]
     source = json.dumps([corpus.fingerprint(), tokenizer_id])
-    directory = Path(cache_dir) / hashlib.sha1(source.encode()).hexdigest()[:16]
+    directory = Path(cache_dir).expanduser() / hashlib.sha1(source.encode()).hexdigest()[:16]
     if (directory / INDEX).is_file():
         return TokenShards(directory)
     return write_shards(corpus.documents(), tokenizer, directory, source=source, total_bytes=corpus.size_bytes())

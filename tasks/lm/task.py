@@ -39,7 +39,7 @@ class LMCorpusData:
     seq_len: int = 512                 # tokens per training sequence
     val_fraction: float = 0.05
     test_fraction: float = 0.05
-    cache_dir: str = ".cache/titans_seq/shards"   # token shards, written once per corpus and tokeniser
+    cache_dir: str = "~/.cache/titans_seq/shards"   # token shards, written once per corpus and tokeniser
 
 
 def token_loss_sums(logits: Tensor, targets: Tensor, token_bytes: Tensor) -> tuple[float, int, int]:

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from titans_seq.backbones import Backbone, TitansConfig
+from titans_seq.backbones import Backbone, TitansConfig, next_token_loss
 from titans_seq.engine.registry import register_task
 from titans_seq.engine.task import Task
 
@@ -57,9 +57,7 @@ class RecallTask(Task):
                 for i, (split, n) in enumerate(sizes.items())}
 
     def loss(self, model: nn.Module, batch) -> Tensor:
-        tokens, targets = batch
-        logits = model(tokens)
-        return F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(), ignore_index=IGNORE)
+        return next_token_loss(model, batch)
 
     def evaluate(self, model: nn.Module, batches: Iterable) -> dict[str, float]:
         loss_sum, correct, queries = 0.0, 0, 0
