@@ -1,0 +1,76 @@
+"""How a trained model's memory changes while it reads a long haystack: weight norms and gates per piece.
+
+    python benchmarks/memory_drift.py --checkpoint runs/niah_recall/passkey-lmm-stage2/best --length 8K
+
+A pass-key prompt (key at depth 0, so the rest is noise) is read through the model's state in
+pieces; after each piece the table gives, for every NeuralMemory in the model, the Frobenius norm
+of each memory layer's weights and the piece's mean gates: theta (inner step), eta (momentum) and
+alpha (forgetting). With alpha per token, the weights shrink by about (1 - alpha)^T over T tokens.
+"""
+from __future__ import annotations
+
+import argparse
+import random
+
+import torch
+from torch import nn
+
+from titans_seq.memory import NeuralMemory, NeuralMemoryState
+from titans_seq.tasks.lm.commands import parse_list
+from titans_seq.tasks.lm.generation import load_language_model
+from titans_seq.tasks.lm.niah import Haystack, make_sample
+
+
+def memory_states(state) -> list[NeuralMemoryState]:
+    """Every NeuralMemoryState inside a backbone state, in block order."""
+    if isinstance(state, NeuralMemoryState):
+        return [state]
+    if isinstance(state, (list, tuple)):
+        return [found for part in state for found in memory_states(part)]
+    if hasattr(state, "__dataclass_fields__"):
+        return [found for name in state.__dataclass_fields__ for found in memory_states(getattr(state, name))]
+    return []
+
+
+def record_gates(model: nn.Module) -> list[list[tuple[float, float, float]]]:
+    """Hooks every NeuralMemory; each call appends its mean (theta, eta, alpha) to that memory's list."""
+    memories = [m for m in model.modules() if isinstance(m, NeuralMemory)]
+    gates: list[list[tuple[float, float, float]]] = [[] for _ in memories]
+
+    def hook(index: int):
+        def save(module: NeuralMemory, inputs, output) -> None:
+            lr, eta, alpha = torch.sigmoid(module.to_gates(inputs[0])).chunk(3, dim=-1)
+            gates[index].append((module.lr_max * lr.mean().item(), eta.mean().item(), alpha.mean().item()))
+        return save
+
+    for i, memory in enumerate(memories):
+        memory.register_forward_hook(hook(i))
+    return gates
+
+
+@torch.no_grad()
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--checkpoint", required=True, help="a language-model checkpoint, e.g. runs/NAME/best")
+    parser.add_argument("--length", default="8K", help="prompt tokens")
+    parser.add_argument("--piece", type=int, default=512, help="tokens per forward call")
+    args = parser.parse_args()
+    length = parse_list(args.length, int, "--length")[0]
+    loaded = load_language_model(args.checkpoint, "cpu")
+    model, tokenizer = loaded.model.eval(), loaded.tokenizer
+    sample = make_sample("pk", length, 0.0, tokenizer, Haystack.for_kind("pk", tokenizer), random.Random(0))
+    ids = torch.tensor([[tokenizer.eos_id, *sample.ids]])
+    gates = record_gates(model)
+    print("| tokens | memory | weight norms | theta | eta | alpha |\n|---|---|---|---|---|---|")
+    state = None
+    for start in range(0, ids.shape[1], args.piece):
+        _, state = model(ids[:, start:start + args.piece], state=state, return_state=True)
+        read = min(start + args.piece, ids.shape[1])
+        for i, memory in enumerate(memory_states(state)):
+            norms = ", ".join(f"{w.norm().item():.2f}" for w in memory.memory.weights)
+            theta, eta, alpha = gates[i][-1]
+            print(f"| {read:,} | {i} | {norms} | {theta:.4f} | {eta:.3f} | {alpha:.1e} |")
+
+
+if __name__ == "__main__":
+    main()
