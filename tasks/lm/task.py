@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from titans_seq.backbones import LanguageModel, TitansConfig, next_token_loss
+from titans_seq.engine.distributed import first_process_only
 from titans_seq.engine.errors import UserError
 from titans_seq.engine.registry import register_task
 from titans_seq.engine.task import Task
@@ -75,9 +76,7 @@ class LanguageModelTask(Task):
     def _shards(self, path: str) -> TokenShards:
         corpus = Corpus(path, self.data.text_field)
         if dist.is_initialized():             # one process writes the shards, the others wait, then all read
-            if dist.get_rank() == 0:
-                cached_shards(corpus, self.tokenizer, self.data.cache_dir)
-            dist.barrier()
+            first_process_only(lambda: cached_shards(corpus, self.tokenizer, self.data.cache_dir))
         return cached_shards(corpus, self.tokenizer, self.data.cache_dir)
 
     def datasets(self):

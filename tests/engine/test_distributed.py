@@ -2,6 +2,8 @@
 import json
 import os
 import socket
+import time
+from datetime import timedelta
 
 import torch
 import torch.distributed as dist
@@ -9,7 +11,8 @@ import torch.multiprocessing as mp
 import pytest
 
 from titans_seq.engine.config import load_recipe
-from titans_seq.engine.distributed import close_process, init_process
+from titans_seq.engine.distributed import close_process, first_process_only, init_process
+from titans_seq.engine.errors import UserError
 from titans_seq.engine.trainer import Trainer
 
 from .test_trainer import TINY, train_losses
@@ -65,3 +68,38 @@ def test_two_processes_match_one_with_the_same_global_batch(tmp_path, strategy):
     test_two = json.loads((tmp_path / "two" / "test_results.json").read_text())
     test_one = json.loads((tmp_path / "one" / "test_results.json").read_text())
     assert abs(test_two["metrics"]["loss"] - test_one["metrics"]["loss"]) < 1e-4
+
+
+def _prepare_worker(rank: int, world: int, port: int, out: str, fail: bool) -> None:
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), WORLD_SIZE=str(world), RANK=str(rank))
+    dist.init_process_group("gloo", timeout=timedelta(seconds=60))
+    marker = f"{out}.prepared"
+
+    def work() -> None:
+        if fail:
+            raise UserError("corpus.txt: the corpus is empty")
+        with open(marker, "w") as file:
+            file.write("shards")
+
+    try:
+        first_process_only(work)
+        outcome = {"error": None, "sees_work": os.path.exists(marker)}
+    except Exception as exc:
+        outcome = {"error": f"{type(exc).__name__}: {exc}"}
+    with open(f"{out}.{rank}", "w") as file:
+        json.dump(outcome, file)
+    dist.destroy_process_group()
+
+
+@pytest.mark.parametrize("fail", [False, True])
+def test_work_of_process_0_is_seen_by_all_and_its_failure_stops_all(tmp_path, fail):
+    out = str(tmp_path / "outcome")
+    context = mp.spawn(_prepare_worker, args=(2, _free_port(), out, fail), nprocs=2, join=False)
+    deadline = time.monotonic() + 120
+    while not context.join(timeout=5):
+        assert time.monotonic() < deadline, "a process is still waiting for process 0"
+    outcomes = [json.loads(open(f"{out}.{rank}").read()) for rank in range(2)]
+    if fail:   # every process stops with process 0's one line, none waits forever
+        assert outcomes == [{"error": "UserError: corpus.txt: the corpus is empty"}] * 2
+    else:      # the others waited until process 0 had finished
+        assert outcomes == [{"error": None, "sees_work": True}] * 2

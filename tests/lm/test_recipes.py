@@ -2,8 +2,9 @@
 from pathlib import Path
 
 import pytest
+import torch
 
-from titans_seq.backbones import VARIANTS
+from titans_seq.backbones import VARIANTS, LanguageModel
 from titans_seq.engine.bench import load_suite
 from titans_seq.engine.config import load_recipe, packaged_recipes
 
@@ -27,3 +28,16 @@ def test_each_scale_has_a_suite_of_every_variant(scale):
     assert f"lm_{scale}" in packaged_recipes()
     for variant in VARIANTS:
         assert load_recipe(f"lm_{scale}", [f"model.variant={variant}"]).run.name == f"lm-{scale}-{variant}"
+
+
+@pytest.mark.parametrize("scale", ["170m", "340m", "760m"])
+def test_paper_scale_suites_match_parameter_counts(scale):
+    suite = load_suite(SUITES / f"lm_{scale}.yaml")
+    counts = {}
+    for variant in VARIANTS:
+        recipe = load_recipe(f"lm_{scale}", [*suite.variant_overrides.get(variant, []), f"model.variant={variant}"])
+        with torch.device("meta"):
+            model = LanguageModel(32_000, recipe.model.backbone())
+        counts[variant] = sum(p.numel() for p in model.parameters())
+    for variant, count in counts.items():   # within 1% of the transformer (without the overrides: up to +43%)
+        assert abs(count / counts["transformer"] - 1) < 0.01, (variant, count, counts["transformer"])

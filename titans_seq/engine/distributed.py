@@ -4,6 +4,7 @@ from __future__ import annotations
 import gc
 import os
 from dataclasses import dataclass
+from typing import Callable
 
 import torch
 import torch.distributed as dist
@@ -101,6 +102,29 @@ def load_full_state_dicts(model: nn.Module, optimizer: torch.optim.Optimizer | N
     set_model_state_dict(model, model_state, options=_full_options())
     if optimizer is not None:
         set_optimizer_state_dict(model, optimizer, optimizer_state, options=_full_options())
+
+
+def first_process_only(work: Callable[[], None]) -> None:
+    """Run ``work`` on process 0 while the others wait; when it fails, every process fails with it.
+
+    For one-off preparation (tokenising a corpus into shards): a plain barrier would leave the other
+    processes waiting forever for a process 0 that stopped on bad input. They raise its one-line
+    error instead (a UserError stays one, so each process exits with code 2).
+    """
+    if not dist.is_initialized():
+        work()
+        return
+    failure: list = [None]
+    if dist.get_rank() == 0:
+        try:
+            work()
+        except Exception as exc:
+            dist.broadcast_object_list([(isinstance(exc, UserError), str(exc))], src=0)
+            raise
+    dist.broadcast_object_list(failure, src=0)
+    if failure[0] is not None:
+        user_error, message = failure[0]
+        raise UserError(message) if user_error else RuntimeError(f"process 0 failed: {message}")
 
 
 def all_agree(flag: bool, env: ProcessEnv) -> bool:
