@@ -9,6 +9,7 @@
     titans-seq generate --checkpoint runs/lm-tiny-mac/best --prompt "ROMEO:" --temperature 0.8
     titans-seq niah --checkpoint runs/passkey-mac/best --kinds pk --lengths 1K,4K,16K
     titans-seq tokenizer corpus/ --vocab-size 8192 --out tokenizer.json
+    titans-seq lm-eval --checkpoint runs/lm-170m-mac/best --tasks piqa,hellaswag    # needs lm-eval
     titans-seq list
 """
 from __future__ import annotations
@@ -103,6 +104,14 @@ def _tokenizer(args: argparse.Namespace) -> None:
     from titans_seq.tasks.lm.commands import tokenizer_command
 
     print(tokenizer_command(args.corpus, args.vocab_size, args.out, args.text_field))
+
+
+def _lm_eval(args: argparse.Namespace) -> None:
+    from titans_seq.tasks.lm.commands import parse_list
+    from titans_seq.tasks.lm.harness import evaluate_harness
+
+    print(evaluate_harness(args.checkpoint, parse_list(args.tasks, str, "--tasks"), args.num_fewshot, args.limit,
+                           args.include_path, args.out, args.device))
 
 
 def _print_record(record: dict) -> None:
@@ -204,6 +213,17 @@ def build_parser() -> argparse.ArgumentParser:
     tokenizer.add_argument("--out", required=True, help="the tokenizers .json file to write")
     tokenizer.add_argument("--text-field", default="text", help="the JSONL field holding the text")
     tokenizer.set_defaults(run=_tokenizer)
+
+    harness = commands.add_parser("lm-eval", help="score a language model on lm-evaluation-harness tasks "
+                                                  "(needs: pip install 'titans-seq[harness]')")
+    harness.add_argument("--checkpoint", required=True, help="a checkpoint directory, e.g. runs/NAME/best")
+    harness.add_argument("--tasks", required=True, help="harness task names, e.g. piqa,hellaswag,arc_easy")
+    harness.add_argument("--num-fewshot", type=int, help="examples in each prompt (default: the task's)")
+    harness.add_argument("--limit", type=float, help="documents per task (a fraction if < 1); for a quick look")
+    harness.add_argument("--include-path", help="a folder of your own task YAMLs")
+    harness.add_argument("--out", help="where to write the results as JSON")
+    harness.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    harness.set_defaults(run=_lm_eval)
     return parser
 
 

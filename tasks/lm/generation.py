@@ -10,7 +10,7 @@ import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 import numpy as np
 import torch
@@ -87,8 +87,12 @@ def sample_next(logits: Tensor, temperature: float = 1.0, top_k: int = 0, top_p:
 
 @torch.no_grad()
 def generate(model: nn.Module, prompt: list[int], max_new_tokens: int, temperature: float = 1.0, top_k: int = 0,
-             top_p: float = 1.0, seed: int = 0, stop_id: int | None = None) -> list[int]:
-    """New token ids after ``prompt``: the prompt is read in pieces, then one token per step with the state."""
+             top_p: float = 1.0, seed: int = 0, stop_id: int | None = None,
+             stop: Callable[[list[int]], bool] | None = None) -> list[int]:
+    """New token ids after ``prompt``: the prompt is read in pieces, then one token per step with the state.
+
+    Writing ends before ``stop_id``, or after the token for which ``stop(new tokens)`` is true.
+    """
     device = next(model.parameters()).device
     generator = torch.Generator().manual_seed(seed)
     logits, state = read_in_pieces(model, torch.tensor([prompt], device=device))
@@ -98,6 +102,8 @@ def generate(model: nn.Module, prompt: list[int], max_new_tokens: int, temperatu
         if token.item() == stop_id:
             break
         new.append(token.item())
+        if stop is not None and stop(new):
+            break
         logits, state = model(token.view(1, 1), state=state, return_state=True)
     return new
 
@@ -135,17 +141,17 @@ def file_token_blocks(path: str | Path, tokenizer: Tokenizer, block_chars: int =
 
 
 @torch.no_grad()
-def stream_metrics(loaded: LoadedModel, blocks: Iterator[np.ndarray], piece: int = PIECE) -> dict[str, float]:
-    """Loss, perplexity and bits per byte of a token stream read through the state, piece by piece.
+def stream_loss_sums(loaded: LoadedModel, blocks: Iterator[np.ndarray], piece: int = PIECE) -> tuple[float, int, int]:
+    """(summed nats, tokens, UTF-8 bytes) of a token stream after an end-of-document token, read piece by piece.
 
-    A fixed-length model starts afresh every ``context`` tokens instead (independent windows).
+    The state carries everything read so far; a fixed-length model starts afresh every ``context``
+    tokens instead (independent windows, each token predicted once).
     """
     token_bytes = torch.from_numpy(loaded.tokenizer.token_bytes())
     if loaded.context is not None:
         piece = min(piece, loaded.context)
     nats, tokens, text_bytes, state, read = 0.0, 0, 0, None, 0
     pending = np.asarray([loaded.tokenizer.eos_id], dtype=np.int64)
-    started = time.perf_counter()
     for block in blocks:
         pending = np.concatenate((pending, block))
         while len(pending) > piece:
@@ -162,6 +168,13 @@ def stream_metrics(loaded: LoadedModel, blocks: Iterator[np.ndarray], piece: int
         ids = torch.from_numpy(pending).to(loaded.device).view(1, -1)
         counts = token_loss_sums(loaded.model(ids[:, :-1], state=state), ids[:, 1:], token_bytes)
         nats, tokens, text_bytes = nats + counts[0], tokens + counts[1], text_bytes + counts[2]
+    return nats, tokens, text_bytes
+
+
+def stream_metrics(loaded: LoadedModel, blocks: Iterator[np.ndarray], piece: int = PIECE) -> dict[str, float]:
+    """Loss, perplexity, bits per byte and speed of a token stream (see :func:`stream_loss_sums`)."""
+    started = time.perf_counter()
+    nats, tokens, text_bytes = stream_loss_sums(loaded, blocks, piece)
     if tokens == 0:
         raise UserError("--input-file: the file holds no text")
     seconds = time.perf_counter() - started
