@@ -39,8 +39,8 @@ def record_gates(model: nn.Module) -> list[list[tuple[float, float, float]]]:
 
     def hook(index: int):
         def save(module: NeuralMemory, inputs, output) -> None:
-            lr, eta, alpha = torch.sigmoid(module.to_gates(inputs[0])).chunk(3, dim=-1)
-            gates[index].append((module.lr_max * lr.mean().item(), eta.mean().item(), alpha.mean().item()))
+            lr, eta, alpha = module.gates(inputs[0])
+            gates[index].append((lr.mean().item(), eta.mean().item(), alpha.mean().item()))
         return save
 
     for i, memory in enumerate(memories):

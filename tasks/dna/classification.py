@@ -17,7 +17,7 @@ from torch import Tensor, nn
 from torch.utils.data import TensorDataset
 
 from titans_seq.backbones import Backbone, TitansConfig
-from titans_seq.engine.errors import UserError
+from titans_seq.engine.errors import TrainingError, UserError
 from titans_seq.engine.registry import register_task
 from titans_seq.engine.task import Task
 
@@ -173,6 +173,10 @@ class DNAClassificationTask(Task):
             logits.append(out.cpu())
             labels.append(target.cpu())
         logits, labels = torch.cat(logits), torch.cat(labels).numpy()
+        broken = (~torch.isfinite(logits)).any(-1).sum().item()
+        if broken:
+            raise TrainingError(f"the model's outputs are not finite for {broken} of {len(logits)} sequences; "
+                                "try a lower optim.lr, or model.memory_damped_momentum=true")
         probs = logits.softmax(-1).numpy()
         predicted = probs.argmax(-1)
         metrics = {"loss": F.cross_entropy(logits, torch.from_numpy(labels)).item(),

@@ -9,7 +9,7 @@ import pytest
 import torch
 from Bio.Seq import Seq
 
-from titans_seq.engine.errors import UserError
+from titans_seq.engine.errors import TrainingError, UserError
 from titans_seq.tasks.dna.classification import DNAClassificationConfig, DNAClassificationData, DNAClassificationTask
 from titans_seq.tasks.dna.pretraining import DNAGenomeData, DNAPretrainingConfig, DNAPretrainingTask
 from titans_seq.tasks.dna.tables import read_labelled
@@ -145,3 +145,19 @@ def test_kmer_language_model_windows_and_bits_per_base(tmp_path):
     assert metrics["bits_per_base"] == pytest.approx(math.log2(4 + 4 ** 3 + 1) / 3)
     with pytest.raises(UserError, match="data.window=32 must be a positive multiple of task.k=3"):
         DNAPretrainingTask(DNAPretrainingConfig(k=3), DNAGenomeData(path=str(genome), window=32))
+
+
+def test_non_finite_outputs_stop_evaluation_with_one_line(tmp_path):
+    rng = random.Random(0)
+    table = tmp_path / "t.csv"
+    table.write_text("sequence,label\n" + "".join(f"{random_dna(rng, 12)},{i % 2}\n" for i in range(20)))
+    task = DNAClassificationTask(DNAClassificationConfig(), DNAClassificationData(path=str(table)))
+    ids, labels = task.datasets()["test"].tensors[0], task.datasets()["test"].tensors[-1]
+
+    def broken_model(batch_ids):
+        out = torch.zeros(len(batch_ids), 2)
+        out[0, 1] = float("nan")
+        return out
+
+    with pytest.raises(TrainingError, match=r"not finite for 1 of \d+ sequences; .*memory_damped_momentum=true"):
+        task.evaluate(broken_model, [(ids, labels)])

@@ -16,3 +16,30 @@ def test_default_layer_is_stable_on_long_sequences():
 def test_lr_max_defaults_to_the_inverse_chunk_size():
     assert NeuralMemory(32, 2, chunk_size=16).lr_max == 1 / 16
     assert NeuralMemory(32, 2, chunk_size=16, lr_max=0.3).lr_max == 0.3
+
+
+def test_damped_momentum_keeps_the_memory_bounded_where_free_gates_diverge():
+    """A 5-letter alphabet (DNA) repeats keys; learnt gates near theta = lr_max, eta = 0.9 then diverge."""
+    torch.manual_seed(0)
+    letters = torch.randn(5, 64)
+    x = letters[torch.randint(0, 5, (4, 512))] * 3
+
+    def final_weights(damped: bool) -> float:
+        torch.manual_seed(1)
+        layer = NeuralMemory(64, 4, chunk_size=16, damped_momentum=damped)
+        with torch.no_grad():     # gates the outer loop may learn: theta near lr_max, eta 0.9
+            layer.to_gates.bias.copy_(torch.tensor([4.0, 2.2, -6.9]).repeat_interleave(4))
+            _, state = layer(x)
+        return max(W.abs().max().item() for W in state.memory.weights)
+
+    assert not final_weights(damped=False) < 1e3          # diverged (or not finite)
+    assert final_weights(damped=True) < 10
+
+
+def test_damped_momentum_scales_the_learning_rate_by_one_minus_eta():
+    x = torch.randn(2, 8, 32)
+    free, damped = NeuralMemory(32, 2), NeuralMemory(32, 2, damped_momentum=True)
+    damped.load_state_dict(free.state_dict())
+    (lr_free, eta, alpha), (lr_damped, eta_d, alpha_d) = free.gates(x), damped.gates(x)
+    assert torch.equal(eta, eta_d) and torch.equal(alpha, alpha_d)
+    assert torch.allclose(lr_damped, lr_free * (1 - eta)) and (lr_free <= free.lr_max).all()

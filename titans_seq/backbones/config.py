@@ -18,6 +18,7 @@ class TitansConfig:
     memory_expansion: int = 4        # hidden width of the memory MLP, as a multiple of head_dim
     memory_activation: str = "silu"  # activation of the memory MLP's hidden layers
     memory_lr_max: float | None = None  # theta_t = memory_lr_max * sigmoid(.); None: 1 / chunk_size (stable)
+    memory_damped_momentum: bool = False  # theta_t also scaled by (1 - eta_t): steps stay <= lr_max (low-entropy inputs)
     memory_backend: str = "auto"     # torch | triton | auto (triton on CUDA when available)
     chunk_size: int = 64             # tokens per memory update chunk (gradients at chunk-start weights)
     segment_len: int = 128           # MAC: tokens per segment attended together with the memory

@@ -24,20 +24,22 @@ class NeuralMemory(nn.Module):
 
     x -> q, k, v = SiLU(conv(W x)) per head (q, k L2-normalised); data-dependent, per-head gates
     theta = lr_max * sigmoid(.) (lr_max defaults to 1 / chunk_size), eta = sigmoid(.), alpha = sigmoid(.); the operator writes (k, v)
+    ``damped_momentum`` scales theta by (1 - eta), so that momentum, which re-applies a gradient
+    about 1 / (1 - eta) times, never takes a step larger than lr_max (see docs/concepts/memory.md);
     and reads q through the updated memory; then per-head RMSNorm, a sigmoid gate computed from x,
     and the output projection. The initial memory weights are parameters (the outer loop learns them).
     """
 
     def __init__(self, d_model: int, n_heads: int, head_dim: int | None = None, depth: int = 2,
                  expansion: int = 4, chunk_size: int = 64, conv_kernel: int = 4, lr_max: float | None = None,
-                 activation: str = "silu", backend: str = "auto", eps: float = 1e-6):
+                 activation: str = "silu", backend: str = "auto", eps: float = 1e-6, damped_momentum: bool = False):
         super().__init__()
         head_dim = head_dim or d_model // n_heads
         inner = n_heads * head_dim
         self.n_heads, self.head_dim, self.chunk_size = n_heads, head_dim, chunk_size
         # Gradients inside a chunk are summed at stale weights, and per-token momentum re-applies each
         # of them about 1 / (1 - eta) times: see docs/concepts/memory.md, "Stability of the inner loop".
-        self.lr_max = lr_max or 1.0 / chunk_size
+        self.lr_max, self.damped_momentum = lr_max or 1.0 / chunk_size, damped_momentum
         self.activation, self.backend = activation, backend
         self.to_qkv = nn.Linear(d_model, 3 * inner, bias=False)
         self.conv = ShortConv(3 * inner, conv_kernel)
@@ -59,13 +61,18 @@ class NeuralMemory(nn.Module):
         gated = self.norm(y).flatten(2) * torch.sigmoid(self.to_out_gate(x))
         return self.out(gated)
 
+    def gates(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """The per-token, per-head learning rate theta, momentum eta and forgetting alpha, each (B, T, H)."""
+        lr, eta, alpha = torch.sigmoid(self.to_gates(x)).chunk(3, dim=-1)
+        return self.lr_max * lr * (1 - eta if self.damped_momentum else 1), eta, alpha
+
     def forward(self, x: Tensor, state: NeuralMemoryState | None = None) -> tuple[Tensor, NeuralMemoryState]:
         """(B, T, d_model) -> (B, T, d_model) and the state after the last token."""
         qkv, conv = self.conv(self.to_qkv(x), None if state is None else state.conv)
         q, k, v = (self._heads(t) for t in F.silu(qkv).chunk(3, dim=-1))
         q, k = F.normalize(q, dim=-1), F.normalize(k, dim=-1)
-        lr, eta, alpha = torch.sigmoid(self.to_gates(x)).chunk(3, dim=-1)
-        y, memory = neural_memory(q, k, v, self.lr_max * lr, eta, alpha, list(self.weights),
+        lr, eta, alpha = self.gates(x)
+        y, memory = neural_memory(q, k, v, lr, eta, alpha, list(self.weights),
                                   chunk_size=self.chunk_size, activation=self.activation,
                                   state=None if state is None else state.memory, backend=self.backend)
         return self._read_out(y, x), NeuralMemoryState(conv, memory)

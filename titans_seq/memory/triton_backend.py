@@ -34,6 +34,20 @@ def _chunk_layout(T: int, chunk_size: int, position: int) -> tuple[int, int]:
     return first, 1 + -(-(T - first) // chunk_size)
 
 
+def kernel_options(depth: int, backward: bool, dtype: torch.dtype, chunk_size: int, dk: int, dh: int, dv: int,
+                   activation: str = "silu", has_grad_weights: bool = False) -> dict:
+    """The compile-time constants and warp count of a kernel launch (benchmarks/kernel_resources.py reads them too).
+
+    ``dh`` is the hidden width of a depth-2 memory (unused at depth 1).
+    """
+    options = dict(HAS_GRAD_WEIGHTS=has_grad_weights, ACT=ACTIVATION_CODES[activation],
+                   PRECISION="ieee" if dtype in (torch.float32, torch.float64) else "tf32",
+                   BT=_block(chunk_size), BK=_block(dk))
+    if depth == 1:
+        return {**options, "BLOCK_H": _block(dv, 64)}
+    return {**options, "BV": _block(dv), "BLOCK_H": _block(dh, 32 if backward else 64), "num_warps": 8}
+
+
 def memory_forward(q: Tensor, k: Tensor, v: Tensor, lr: Tensor, eta: Tensor, alpha: Tensor,
                    weights: list[Tensor], momentum: list[Tensor] | None,
                    grad_weights: list[Tensor] | None, *, chunk_size: int, position: int,
@@ -66,21 +80,18 @@ def memory_forward(q: Tensor, k: Tensor, v: Tensor, lr: Tensor, eta: Tensor, alp
     def jump(buf: Tensor) -> int:   # from slot 0 to the last slot, in elements
         return (N + 1) * buf.shape[-2] * buf.shape[-1] if grad_weights is not None else 0
 
-    common = dict(HAS_GRAD_WEIGHTS=grad_weights is not None, ACT=ACTIVATION_CODES[activation],
-                  PRECISION="ieee" if q.dtype in (torch.float32, torch.float64) else "tf32",
-                  BT=_block(chunk_size), BK=_block(DK))
+    DH = weights[0].shape[-1]
+    options = kernel_options(len(weights), False, q.dtype, chunk_size, DK, DH, DV, activation,
+                             grad_weights is not None)
     strides = (*q.stride()[:3], *v.stride()[:3], *lr.stride())   # y is laid out as v
     if len(weights) == 1:
         memory_fwd_depth1_kernel[(B * H,)](
             q, k, v, lr, eta, alpha, y, w_bufs[0], s_bufs[0],
-            T, H, N, first, chunk_size, DK, DV, jump(w_bufs[0]), *strides,
-            BLOCK_H=_block(DV, 64), **common)
+            T, H, N, first, chunk_size, DK, DV, jump(w_bufs[0]), *strides, **options)
     else:
-        DH = weights[0].shape[-1]
         memory_fwd_depth2_kernel[(B * H,)](
             q, k, v, lr, eta, alpha, y, w_bufs[0], s_bufs[0], w_bufs[1], s_bufs[1],
-            T, H, N, first, chunk_size, DK, DH, DV, jump(w_bufs[0]), jump(w_bufs[1]), *strides,
-            BV=_block(DV), BLOCK_H=_block(DH, 64), num_warps=8, **common)
+            T, H, N, first, chunk_size, DK, DH, DV, jump(w_bufs[0]), jump(w_bufs[1]), *strides, **options)
     return y, w_bufs, s_bufs
 
 
@@ -117,25 +128,22 @@ def memory_backward(saved: tuple[Tensor, ...], dy: Tensor, d_final_w: list[Tenso
     def jump(buf: Tensor) -> int:
         return (N + 1) * buf.shape[-2] * buf.shape[-1] if has_grad_weights else 0
 
-    common = dict(HAS_GRAD_WEIGHTS=has_grad_weights, ACT=ACTIVATION_CODES[activation],
-                  PRECISION="ieee" if q.dtype in (torch.float32, torch.float64) else "tf32",
-                  BT=_block(chunk_size), BK=_block(DK))
+    DH = w_bufs[0].shape[-1]
+    options = kernel_options(L, True, q.dtype, chunk_size, DK, DH, DV, activation, has_grad_weights)
     strides = (*q.stride()[:3], *v.stride()[:3], *lr.stride())
 
     def launch(c_lo: int, c_hi: int) -> None:
         if L == 1:
             memory_bwd_depth1_kernel[(B * H,)](
                 q, k, v, lr, eta, alpha, dy, w_bufs[0], s_bufs[0], *d_qkv, *d_gates, dw_bufs[0], ds_bufs[0],
-                T, H, N, first, chunk_size, DK, DV, jump(w_bufs[0]), c_lo, c_hi, *strides,
-                BLOCK_H=_block(DV, 64), **common)
+                T, H, N, first, chunk_size, DK, DV, jump(w_bufs[0]), c_lo, c_hi, *strides, **options)
         else:
-            DH = w_bufs[0].shape[-1]
             scratch = torch.empty(2, B * H, _block(chunk_size), DH, dtype=torch.float32, device=q.device)
             memory_bwd_depth2_kernel[(B * H,)](
                 q, k, v, lr, eta, alpha, dy, w_bufs[0], s_bufs[0], w_bufs[1], s_bufs[1], *d_qkv, *d_gates,
                 dw_bufs[0], ds_bufs[0], dw_bufs[1], ds_bufs[1], scratch[0], scratch[1],
                 T, H, N, first, chunk_size, DK, DH, DV, jump(w_bufs[0]), jump(w_bufs[1]), c_lo, c_hi, *strides,
-                BV=_block(DV), BLOCK_H=_block(DH, 32), num_warps=8, **common)
+                **options)
 
     launch(N - 1, N)
     for dw, extra in zip(dw_bufs, d_last_entering):   # the last chunk's entering weights were an output too

@@ -1,0 +1,99 @@
+"""Compile the memory kernels for a GPU architecture on a machine without one; report their resources.
+
+Each kernel is compiled exactly as the Triton backend launches it (its constants and warps come
+from ``kernel_options``) into a CUDA binary for the target (default sm_90, the H100/H200); the
+table gives its shared memory (against the 227 KB an sm_90 block may use), registers per thread
+and spilled bytes, read from the binary with the cuobjdump that ships with Triton. Compiling
+proves that the kernels build for the target and fit its shared memory; it says nothing of speed.
+
+    python benchmarks/kernel_resources.py                                   # the benchmark's shapes
+    python benchmarks/kernel_resources.py --head-dim 128 --expansion 4 --chunk 128 --dtype fp32
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import subprocess
+import tempfile
+import time
+
+import torch
+import triton
+from triton.backends.compiler import GPUTarget
+from triton.compiler import ASTSource
+
+from titans_seq.memory.triton_backend import kernel_options
+from titans_seq.memory.triton_backward_kernels import memory_bwd_depth1_kernel, memory_bwd_depth2_kernel
+from titans_seq.memory.triton_kernels import memory_fwd_depth1_kernel, memory_fwd_depth2_kernel
+
+KERNELS = {(1, False): memory_fwd_depth1_kernel, (1, True): memory_bwd_depth1_kernel,
+           (2, False): memory_fwd_depth2_kernel, (2, True): memory_bwd_depth2_kernel}
+TOKEN_TENSORS = {"q", "k", "v", "lr", "eta", "alpha", "y", "dy"}   # in the input dtype; states and grads: fp32
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+SHARED_LIMIT = {90: 232448, 80: 166912}                            # bytes a block may use (H100, A100)
+
+
+def signature(kernel, dtype: str, constants: dict) -> dict[str, str]:
+    types = {}
+    for name in kernel.arg_names:
+        if name in constants:
+            types[name] = "constexpr"
+        elif name.endswith("_ptr"):
+            types[name] = f"*{dtype}" if name[:-4] in TOKEN_TENSORS else "*fp32"
+        else:
+            types[name] = "i32"
+    return types
+
+
+def resource_usage(cubin: bytes) -> tuple[int, int]:
+    """(registers per thread, spilled bytes) of a CUDA binary, from ``cuobjdump -res-usage``."""
+    tool = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "cuobjdump")
+    with tempfile.NamedTemporaryFile(suffix=".cubin") as file:
+        file.write(cubin)
+        file.flush()
+        report = subprocess.run([tool, "-res-usage", file.name], capture_output=True, text=True, check=True).stdout
+    registers = int(re.search(r"REG:(\d+)", report).group(1))
+    stack = int(re.search(r"STACK:(\d+)", report).group(1))
+    return registers, stack
+
+
+def compile_kernel(depth: int, backward: bool, dtype: str, head_dim: int, expansion: int, chunk: int,
+                   arch: int) -> dict:
+    options = kernel_options(depth, backward, DTYPES[dtype], chunk, head_dim, head_dim * expansion, head_dim)
+    num_warps = options.pop("num_warps", 4)
+    kernel = KERNELS[depth, backward]
+    source = ASTSource(fn=kernel, signature=signature(kernel, dtype, options),
+                       constexprs={(kernel.arg_names.index(name),): value for name, value in options.items()})
+    started = time.perf_counter()
+    compiled = triton.compile(source, target=GPUTarget("cuda", arch, 32), options={"num_warps": num_warps})
+    seconds = time.perf_counter() - started
+    registers, spilled = resource_usage(compiled.asm["cubin"])
+    return {"kernel": f"{'backward' if backward else 'forward'}, depth {depth}", "shared": compiled.metadata.shared,
+            "registers": registers, "spilled": spilled, "warps": num_warps, "seconds": seconds}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--head-dim", type=int, default=64)
+    parser.add_argument("--expansion", type=int, default=4, help="hidden width of the depth-2 memory / head dim")
+    parser.add_argument("--chunk", type=int, default=64)
+    parser.add_argument("--dtype", default="bf16", choices=sorted(DTYPES))
+    parser.add_argument("--depths", default="1,2")
+    parser.add_argument("--arch", type=int, default=90, help="compute capability x 10 (90: H100/H200)")
+    args = parser.parse_args()
+    limit = SHARED_LIMIT.get(args.arch)
+    print(f"sm_{args.arch}, triton {triton.__version__}, head dim {args.head_dim}, expansion {args.expansion}, "
+          f"chunk {args.chunk}, {args.dtype}")
+    print("| kernel | shared memory | registers / thread | spilled bytes | warps | compile s |")
+    print("|---|---|---|---|---|---|")
+    for depth in (int(d) for d in args.depths.split(",")):
+        for backward in (False, True):
+            row = compile_kernel(depth, backward, args.dtype, args.head_dim, args.expansion, args.chunk, args.arch)
+            fits = "" if limit is None else f" ({'fits' if row['shared'] <= limit else 'EXCEEDS'} {limit // 1024} KB)"
+            print(f"| {row['kernel']} | {row['shared'] / 1024:.0f} KB{fits} | {row['registers']} | {row['spilled']} "
+                  f"| {row['warps']} | {row['seconds']:.0f} |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
