@@ -14,6 +14,10 @@ from .test_operator import make_inputs, rel_err
 
 if "triton" not in BACKENDS and os.environ.get("CI") != "true":   # in CI a missing triton must fail
     pytest.skip("triton is not installed", allow_module_level=True)
+from triton.runtime.errors import OutOfResources  # noqa: E402
+
+from titans_seq.memory import triton_backend  # noqa: E402
+from titans_seq.memory.triton_backend import KernelDoesNotFit, launch_fitting  # noqa: E402
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 
 
@@ -144,3 +148,60 @@ def test_gates_at_their_bounds(dims):
         grads[backend] = torch.autograd.grad(y.square().sum() + state.momentum[0].sum(), x)
     for g, g_ref in zip(grads["triton"], grads["torch"]):
         assert rel_err(g, g_ref) <= 1e-4
+
+
+class RefusingKernel:
+    """Stands in for a Triton kernel on a GPU with room for BLOCK_H <= ``fits`` only."""
+
+    def __init__(self, fits):
+        self.fits, self.tried = fits, []
+
+    def __getitem__(self, grid):
+        def launch(*args, BLOCK_H, **options):
+            self.tried.append(BLOCK_H)
+            if BLOCK_H > self.fits:
+                raise OutOfResources(BLOCK_H * 4096, self.fits * 4096, "shared memory")
+        return launch
+
+
+def test_a_kernel_too_large_for_the_gpu_is_launched_with_narrower_tiles():
+    kernel = RefusingKernel(fits=16)
+    options = {"BT": 64, "BLOCK_H": 64, "ACT": 0}
+    launch_fitting(kernel, (4,), (), options)
+    launch_fitting(kernel, (4,), (), options)            # the tile that fitted is remembered
+    assert kernel.tried == [64, 32, 16, 16]
+    with pytest.raises(KernelDoesNotFit, match="does not fit this GPU even with 16-wide tiles"):
+        launch_fitting(RefusingKernel(fits=8), (4,), (), {"BT": 128, "BLOCK_H": 32, "ACT": 0})
+
+
+def refuse(kernels: set[str]):
+    """A launch_fitting for a GPU too small for the named kernels."""
+    real = triton_backend.launch_fitting
+
+    def launch(kernel, grid, args, options):
+        if kernel.fn.__name__ in kernels:
+            raise KernelDoesNotFit(f"{kernel.fn.__name__} does not fit this GPU even with 16-wide tiles")
+        real(kernel, grid, args, options)
+    return launch
+
+
+@pytest.mark.parametrize("dims", [(16, 16), (16, 32, 16)])
+@pytest.mark.parametrize("refused", ["fwd", "bwd"])
+def test_a_kernel_that_fits_no_gpu_tile_falls_back_to_torch_exactly(dims, refused, monkeypatch):
+    depth = len(dims) - 1
+    monkeypatch.setattr(triton_backend, "launch_fitting", refuse({f"memory_{refused}_depth{depth}_kernel"}))
+    x, W = inputs(dims, T=40, seed=7, requires_grad=True)
+    y_whole, _ = run(x, W, "torch", chunk_size=16)
+    ys, state = [], None
+    with pytest.warns(UserWarning, match="runs on the torch backend"):
+        for a, b in ((0, 7), (7, 30), (30, 40)):        # a resumed chunk and carried momentum too
+            y, state = run([t[:, a:b] for t in x], W, "triton", chunk_size=16, state=state)
+            ys.append(y)
+        y_split = torch.cat(ys, 1)
+        loss = y_split.square().sum() + sum(w.square().sum() for w in state.weights + state.momentum)
+        g_split = torch.autograd.grad(loss, [*x, *W])
+    assert rel_err(y_split, y_whole) <= 1e-4
+    _, ref = run(x, W, "torch", chunk_size=16)
+    loss_ref = y_whole.square().sum() + sum(w.square().sum() for w in ref.weights + ref.momentum)
+    for a, b in zip(g_split, torch.autograd.grad(loss_ref, [*x, *W])):
+        assert rel_err(a, b) <= 1e-4

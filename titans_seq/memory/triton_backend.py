@@ -12,6 +12,7 @@ import warnings
 import torch
 import triton
 from torch import Tensor
+from triton.runtime.errors import OutOfResources
 
 from .chunked import chunked_neural_memory
 from .state import MemoryState
@@ -20,11 +21,12 @@ from .triton_kernels import GELU, RELU, SILU, memory_fwd_depth1_kernel, memory_f
 
 ACTIVATION_CODES = {"silu": SILU, "gelu": GELU, "relu": RELU}
 MAX_DEPTH = 2
+MIN_BLOCK = 16                               # tl.dot's smallest tile
 
 
 def _block(n: int, cap: int | None = None) -> int:
     """A power-of-two tile size >= 16 (tl.dot's minimum) covering n, at most ``cap``."""
-    size = max(16, triton.next_power_of_2(n))
+    size = max(MIN_BLOCK, triton.next_power_of_2(n))
     return min(size, cap) if cap else size
 
 
@@ -34,18 +36,50 @@ def _chunk_layout(T: int, chunk_size: int, position: int) -> tuple[int, int]:
     return first, 1 + -(-(T - first) // chunk_size)
 
 
+_FITTING_BLOCK: dict[tuple, int] = {}      # launch key -> the BLOCK_H that fitted the GPU
+
+
+class KernelDoesNotFit(RuntimeError):
+    """The GPU lacks the shared memory for a kernel even at the smallest tiles."""
+
+
+def launch_fitting(kernel, grid: tuple[int], args: tuple, options: dict) -> None:
+    """Launch ``kernel``, halving its BLOCK_H tile while the GPU lacks the shared memory for it.
+
+    Triton checks a compiled kernel's shared memory against the device before it launches, so a
+    refused launch ran nothing and can be retried. The tile that fitted is remembered per launch
+    configuration. At the smallest tile a refusal becomes :class:`KernelDoesNotFit`, upon which
+    the call runs on the torch backend instead (see :func:`triton_neural_memory`).
+    """
+    key = (kernel.fn.__name__ if hasattr(kernel, "fn") else repr(kernel), tuple(sorted(options.items())))
+    block = _FITTING_BLOCK.get(key, options["BLOCK_H"])
+    while True:
+        try:
+            kernel[grid](*args, **{**options, "BLOCK_H": block})
+        except OutOfResources as error:
+            if block <= MIN_BLOCK:
+                raise KernelDoesNotFit(f"{key[0]} does not fit this GPU even with {MIN_BLOCK}-wide tiles ({error})") from None
+            block //= 2
+            continue
+        _FITTING_BLOCK[key] = block
+        return
+
+
 def kernel_options(depth: int, backward: bool, dtype: torch.dtype, chunk_size: int, dk: int, dh: int, dv: int,
                    activation: str = "silu", has_grad_weights: bool = False) -> dict:
     """The compile-time constants and warp count of a kernel launch (benchmarks/kernel_resources.py reads them too).
 
-    ``dh`` is the hidden width of a depth-2 memory (unused at depth 1).
+    ``dh`` is the hidden width of a depth-2 memory (unused at depth 1). BLOCK_H is the widest tile
+    of the hidden (depth 2) or value (depth 1) columns; the caps keep the head size 64, chunk 64
+    kernels within an H100's 227 KB of shared memory (compiled for sm_90 by
+    benchmarks/kernel_resources.py), and :func:`launch_fitting` narrows them where a GPU has less.
     """
     options = dict(HAS_GRAD_WEIGHTS=has_grad_weights, ACT=ACTIVATION_CODES[activation],
                    PRECISION="ieee" if dtype in (torch.float32, torch.float64) else "tf32",
                    BT=_block(chunk_size), BK=_block(dk))
     if depth == 1:
-        return {**options, "BLOCK_H": _block(dv, 64)}
-    return {**options, "BV": _block(dv), "BLOCK_H": _block(dh, 32 if backward else 64), "num_warps": 8}
+        return {**options, "BLOCK_H": _block(dv, 32 if backward else 64)}
+    return {**options, "BV": _block(dv), "BLOCK_H": _block(dh, 16 if backward else 64), "num_warps": 8}
 
 
 def memory_forward(q: Tensor, k: Tensor, v: Tensor, lr: Tensor, eta: Tensor, alpha: Tensor,
@@ -85,13 +119,13 @@ def memory_forward(q: Tensor, k: Tensor, v: Tensor, lr: Tensor, eta: Tensor, alp
                              grad_weights is not None)
     strides = (*q.stride()[:3], *v.stride()[:3], *lr.stride())   # y is laid out as v
     if len(weights) == 1:
-        memory_fwd_depth1_kernel[(B * H,)](
+        launch_fitting(memory_fwd_depth1_kernel, (B * H,), (
             q, k, v, lr, eta, alpha, y, w_bufs[0], s_bufs[0],
-            T, H, N, first, chunk_size, DK, DV, jump(w_bufs[0]), *strides, **options)
+            T, H, N, first, chunk_size, DK, DV, jump(w_bufs[0]), *strides), options)
     else:
-        memory_fwd_depth2_kernel[(B * H,)](
+        launch_fitting(memory_fwd_depth2_kernel, (B * H,), (
             q, k, v, lr, eta, alpha, y, w_bufs[0], s_bufs[0], w_bufs[1], s_bufs[1],
-            T, H, N, first, chunk_size, DK, DH, DV, jump(w_bufs[0]), jump(w_bufs[1]), *strides, **options)
+            T, H, N, first, chunk_size, DK, DH, DV, jump(w_bufs[0]), jump(w_bufs[1]), *strides), options)
     return y, w_bufs, s_bufs
 
 
@@ -134,16 +168,16 @@ def memory_backward(saved: tuple[Tensor, ...], dy: Tensor, d_final_w: list[Tenso
 
     def launch(c_lo: int, c_hi: int) -> None:
         if L == 1:
-            memory_bwd_depth1_kernel[(B * H,)](
+            launch_fitting(memory_bwd_depth1_kernel, (B * H,), (
                 q, k, v, lr, eta, alpha, dy, w_bufs[0], s_bufs[0], *d_qkv, *d_gates, dw_bufs[0], ds_bufs[0],
-                T, H, N, first, chunk_size, DK, DV, jump(w_bufs[0]), c_lo, c_hi, *strides, **options)
+                T, H, N, first, chunk_size, DK, DV, jump(w_bufs[0]), c_lo, c_hi, *strides), options)
         else:
             scratch = torch.empty(2, B * H, _block(chunk_size), DH, dtype=torch.float32, device=q.device)
-            memory_bwd_depth2_kernel[(B * H,)](
+            launch_fitting(memory_bwd_depth2_kernel, (B * H,), (
                 q, k, v, lr, eta, alpha, dy, w_bufs[0], s_bufs[0], w_bufs[1], s_bufs[1], *d_qkv, *d_gates,
                 dw_bufs[0], ds_bufs[0], dw_bufs[1], ds_bufs[1], scratch[0], scratch[1],
-                T, H, N, first, chunk_size, DK, DH, DV, jump(w_bufs[0]), jump(w_bufs[1]), c_lo, c_hi, *strides,
-                **options)
+                T, H, N, first, chunk_size, DK, DH, DV, jump(w_bufs[0]), jump(w_bufs[1]), c_lo, c_hi, *strides),
+                options)
 
     launch(N - 1, N)
     for dw, extra in zip(dw_bufs, d_last_entering):   # the last chunk's entering weights were an output too
@@ -190,10 +224,14 @@ class TritonMemoryFunction(torch.autograd.Function):
         def dense(grads):
             return [torch.zeros_like(b[:, :, 0]) if g is None else g.float() for g, b in zip(grads, w_bufs)]
 
-        *d_inputs, d_w, d_s, d_gw = memory_backward(
-            saved, dy, dense(d_state[:L]), dense(d_state[L:2 * L]), dense(d_state[2 * L:]),
-            chunk_size=meta["chunk_size"], position=meta["position"], activation=meta["activation"],
-            has_grad_weights=meta["has_grad_weights"])
+        try:
+            *d_inputs, d_w, d_s, d_gw = memory_backward(
+                saved, dy, dense(d_state[:L]), dense(d_state[L:2 * L]), dense(d_state[2 * L:]),
+                chunk_size=meta["chunk_size"], position=meta["position"], activation=meta["activation"],
+                has_grad_weights=meta["has_grad_weights"])
+        except KernelDoesNotFit as error:
+            warnings.warn(f"{error}; this backward pass runs on the torch backend", stacklevel=2)
+            return (None, *_torch_backward(meta, saved, ctx.input_shapes, dy, d_state))
         grads = [d.to(x.dtype) for d, x in zip(d_inputs, saved[:6])]
         shapes = ctx.input_shapes[6:]
         grads += [d.sum(0) if len(shape) == 3 else d for d, shape in zip(d_w, shapes[:L])]
@@ -202,6 +240,38 @@ class TritonMemoryFunction(torch.autograd.Function):
         if meta["has_grad_weights"]:
             grads += d_gw
         return (None, *grads)
+
+
+def _torch_backward(meta: dict, saved: tuple[Tensor, ...], input_shapes: list, dy: Tensor,
+                    d_state: tuple[Tensor | None, ...]) -> list[Tensor | None]:
+    """The gradients of TritonMemoryFunction's inputs, by recomputing the call on the torch backend.
+
+    The saved buffers hold the state the call started from: slot 0 of W and S, and the last slot
+    of W for the gradient weights of a resumed chunk. The outputs map one to one onto the torch
+    backend's: y, the final weights and momentum, and its chunk weights (which are the weights
+    entering the last chunk wherever the caller uses those).
+    """
+    L, has_momentum, resumed = meta["depth"], meta["has_momentum"], meta["has_grad_weights"]
+    q, k, v, lr, eta, alpha = (x.detach().requires_grad_() for x in saved[:6])
+    w_bufs, s_bufs = saved[6:6 + L], saved[6 + L:]
+    with torch.enable_grad():
+        weights = [buf[:, :, 0].clone().requires_grad_() for buf in w_bufs]
+        momentum = [buf[:, :, 0].clone().requires_grad_() for buf in s_bufs]
+        grad_weights = [buf[:, :, -1].clone().requires_grad_() for buf in w_bufs] if resumed else weights
+        state = MemoryState(weights, momentum, grad_weights, meta["position"], meta["chunk_size"])
+        y, final = chunked_neural_memory(q, k, v, lr, eta, alpha, weights, chunk_size=meta["chunk_size"],
+                                         state=state, activation=meta["activation"])
+        outputs = [y, *final.weights, *final.momentum, *final.chunk_weights]
+        inputs = [q, k, v, lr, eta, alpha, *weights, *(momentum if has_momentum else []),
+                  *(grad_weights if resumed else [])]
+        pairs = [(out, grad) for out, grad in zip(outputs, (dy, *d_state)) if grad is not None]
+        grads = torch.autograd.grad([out for out, _ in pairs], inputs, [grad for _, grad in pairs],
+                                    allow_unused=True)
+    grads = [None if g is None else g.to(x.dtype) for g, x in zip(grads, inputs)]
+    for i in range(6, 6 + L):                    # initial weights shared by the batch: (H, D_in, D_out)
+        if grads[i] is not None and len(input_shapes[i]) == 3:
+            grads[i] = grads[i].sum(0)
+    return grads
 
 
 def triton_neural_memory(q: Tensor, k: Tensor, v: Tensor, lr: Tensor, momentum: Tensor,
@@ -224,7 +294,12 @@ def triton_neural_memory(q: Tensor, k: Tensor, v: Tensor, lr: Tensor, momentum: 
         tensors = [*state.weights, *state.momentum, *(state.chunk_weights if resumed else [])]
     meta = dict(depth=len(weights), chunk_size=chunk_size, position=position, activation=activation,
                 has_momentum=state is not None, has_grad_weights=resumed)
-    y, *final = TritonMemoryFunction.apply(meta, q, k, v, lr, momentum, decay, *tensors)
+    try:
+        y, *final = TritonMemoryFunction.apply(meta, q, k, v, lr, momentum, decay, *tensors)
+    except KernelDoesNotFit as error:
+        warnings.warn(f"{error}; this call runs on the torch backend", stacklevel=3)
+        return chunked_neural_memory(q, k, v, lr, momentum, decay, weights, chunk_size=chunk_size,
+                                     state=state, activation=activation)
     L = len(weights)
     new_w, new_s, last_entering = final[:L], final[L:2 * L], final[2 * L:]
     end = position + q.shape[1]
