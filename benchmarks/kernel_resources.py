@@ -1,10 +1,12 @@
 """Compile the memory kernels for a GPU architecture on a machine without one; report their resources.
 
-Each kernel is compiled exactly as the Triton backend launches it (its constants and warps come
-from ``kernel_options``) into a CUDA binary for the target (default sm_90, the H100/H200); the
-table gives its shared memory (against the 227 KB an sm_90 block may use), registers per thread
-and spilled bytes, read from the binary with the cuobjdump that ships with Triton. Compiling
-proves that the kernels build for the target and fit its shared memory; it says nothing of speed.
+Each kernel is compiled as the Triton backend launches it (its constants and warps come from
+``kernel_options``) into a CUDA binary for the target (default sm_90, the H100/H200). Where it
+needs more shared memory than a block may use (227 KB on sm_90) it is compiled again with tiles
+half as wide, as ``launch_fitting`` does on a GPU, down to 16; a kernel that fits no tile runs on
+the torch backend there. The table gives the tile that fits, its shared memory, registers per
+thread and stack bytes (spills included), read from the binary with the cuobjdump that ships with
+Triton. Compiling proves that the kernels build for the target and launch; it says nothing of speed.
 
     python benchmarks/kernel_resources.py                                   # the benchmark's shapes
     python benchmarks/kernel_resources.py --head-dim 128 --expansion 4 --chunk 128 --dtype fp32
@@ -16,14 +18,13 @@ import os
 import re
 import subprocess
 import tempfile
-import time
 
 import torch
 import triton
 from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
 
-from titans_seq.memory.triton_backend import kernel_options
+from titans_seq.memory.triton_backend import MIN_BLOCK, kernel_options
 from titans_seq.memory.triton_backward_kernels import memory_bwd_depth1_kernel, memory_bwd_depth2_kernel
 from titans_seq.memory.triton_kernels import memory_fwd_depth1_kernel, memory_fwd_depth2_kernel
 
@@ -59,18 +60,23 @@ def resource_usage(cubin: bytes) -> tuple[int, int]:
 
 
 def compile_kernel(depth: int, backward: bool, dtype: str, head_dim: int, expansion: int, chunk: int,
-                   arch: int) -> dict:
+                   arch: int, shared_limit: int | None) -> dict:
+    """Compile one kernel, narrowing BLOCK_H while it exceeds ``shared_limit``; its resources."""
     options = kernel_options(depth, backward, DTYPES[dtype], chunk, head_dim, head_dim * expansion, head_dim)
     num_warps = options.pop("num_warps", 4)
     kernel = KERNELS[depth, backward]
-    source = ASTSource(fn=kernel, signature=signature(kernel, dtype, options),
-                       constexprs={(kernel.arg_names.index(name),): value for name, value in options.items()})
-    started = time.perf_counter()
-    compiled = triton.compile(source, target=GPUTarget("cuda", arch, 32), options={"num_warps": num_warps})
-    seconds = time.perf_counter() - started
-    registers, spilled = resource_usage(compiled.asm["cubin"])
-    return {"kernel": f"{'backward' if backward else 'forward'}, depth {depth}", "shared": compiled.metadata.shared,
-            "registers": registers, "spilled": spilled, "warps": num_warps, "seconds": seconds}
+    while True:
+        source = ASTSource(fn=kernel, signature=signature(kernel, dtype, options),
+                           constexprs={(kernel.arg_names.index(name),): value for name, value in options.items()})
+        compiled = triton.compile(source, target=GPUTarget("cuda", arch, 32), options={"num_warps": num_warps})
+        fits = shared_limit is None or compiled.metadata.shared <= shared_limit
+        if fits or options["BLOCK_H"] <= MIN_BLOCK:
+            break
+        options["BLOCK_H"] //= 2
+    registers, stack = resource_usage(compiled.asm["cubin"])
+    return {"kernel": f"{'backward' if backward else 'forward'}, depth {depth}", "block": options["BLOCK_H"],
+            "shared": compiled.metadata.shared, "fits": fits, "registers": registers, "stack": stack,
+            "warps": num_warps}
 
 
 def main() -> None:
@@ -83,16 +89,17 @@ def main() -> None:
     parser.add_argument("--arch", type=int, default=90, help="compute capability x 10 (90: H100/H200)")
     args = parser.parse_args()
     limit = SHARED_LIMIT.get(args.arch)
-    print(f"sm_{args.arch}, triton {triton.__version__}, head dim {args.head_dim}, expansion {args.expansion}, "
-          f"chunk {args.chunk}, {args.dtype}")
-    print("| kernel | shared memory | registers / thread | spilled bytes | warps | compile s |")
+    print(f"sm_{args.arch} ({'' if limit is None else f'{limit // 1024} KB of shared memory, '}triton "
+          f"{triton.__version__}): head dim {args.head_dim}, expansion {args.expansion}, chunk {args.chunk}, {args.dtype}")
+    print("| kernel | BLOCK_H | shared memory | registers / thread | stack bytes | warps |")
     print("|---|---|---|---|---|---|")
     for depth in (int(d) for d in args.depths.split(",")):
         for backward in (False, True):
-            row = compile_kernel(depth, backward, args.dtype, args.head_dim, args.expansion, args.chunk, args.arch)
-            fits = "" if limit is None else f" ({'fits' if row['shared'] <= limit else 'EXCEEDS'} {limit // 1024} KB)"
-            print(f"| {row['kernel']} | {row['shared'] / 1024:.0f} KB{fits} | {row['registers']} | {row['spilled']} "
-                  f"| {row['warps']} | {row['seconds']:.0f} |", flush=True)
+            row = compile_kernel(depth, backward, args.dtype, args.head_dim, args.expansion, args.chunk, args.arch,
+                                 limit)
+            verdict = "" if limit is None else (" (fits)" if row["fits"] else " (fits no tile: runs on torch)")
+            print(f"| {row['kernel']} | {row['block']} | {row['shared'] / 1024:.0f} KB{verdict} | {row['registers']} "
+                  f"| {row['stack']} | {row['warps']} |", flush=True)
 
 
 if __name__ == "__main__":
