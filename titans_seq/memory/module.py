@@ -24,10 +24,10 @@ class NeuralMemory(nn.Module):
 
     x -> q, k, v = SiLU(conv(W x)) per head (q, k L2-normalised); data-dependent, per-head gates
     theta = lr_max * sigmoid(.) (lr_max defaults to 1 / chunk_size), eta = sigmoid(.), alpha = sigmoid(.); the operator writes (k, v)
-    ``damped_momentum`` scales theta by (1 - eta), so that momentum, which re-applies a gradient
-    about 1 / (1 - eta) times, never takes a step larger than lr_max (see docs/concepts/memory.md);
     and reads q through the updated memory; then per-head RMSNorm, a sigmoid gate computed from x,
     and the output projection. The initial memory weights are parameters (the outer loop learns them).
+    ``damped_momentum`` scales theta by (1 - eta), so that momentum, which re-applies a gradient
+    about 1 / (1 - eta) times, never takes a step larger than lr_max (see docs/concepts/memory.md).
     """
 
     def __init__(self, d_model: int, n_heads: int, head_dim: int | None = None, depth: int = 2,
