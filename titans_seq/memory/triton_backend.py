@@ -71,7 +71,7 @@ def kernel_options(depth: int, backward: bool, dtype: torch.dtype, chunk_size: i
 
     ``dh`` is the hidden width of a depth-2 memory (unused at depth 1). BLOCK_H is the widest tile
     of the hidden (depth 2) or value (depth 1) columns; the caps keep the head size 64, chunk 64
-    kernels within an H100's 227 KB of shared memory (compiled for sm_90 by
+    kernels in bfloat16 within an H100's 227 KB of shared memory (compiled for sm_90 by
     benchmarks/kernel_resources.py), and :func:`launch_fitting` narrows them where a GPU has less.
     """
     options = dict(HAS_GRAD_WEIGHTS=has_grad_weights, ACT=ACTIVATION_CODES[activation],
