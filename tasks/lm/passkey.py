@@ -18,12 +18,13 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.data import Dataset
 
-from titans_seq.backbones import IGNORE, LanguageModel, TitansConfig, next_token_loss
+from titans_seq.backbones import IGNORE, LanguageModel, TitansConfig
 from titans_seq.engine.errors import UserError
 from titans_seq.engine.registry import register_task
 from titans_seq.engine.task import Task
 
 from .niah import Haystack, make_sample
+from .task import carried_state_loss
 from .tokenizers import ByteTokenizer
 
 ANSWER_TOKENS = 6            # " 12345" in bytes
@@ -38,6 +39,7 @@ class PasskeyConfig:
     n_test: int = 256
     seed: int = 0
     loss_on: str = "answer"  # answer | all (every next token; validation and test score the answer only)
+    carry_state: int = 0     # training batches in a row that start from the previous one's final state
 
 
 class PasskeySequences(Dataset):
@@ -76,6 +78,7 @@ class PasskeyTask(Task):
         if config.loss_on not in ("answer", "all"):
             raise UserError(f"task.loss_on={config.loss_on!r}: choose answer or all")
         self.tokenizer = ByteTokenizer()
+        self.next_token_loss = carried_state_loss(config.carry_state)
 
     @property
     def context_length(self) -> int:
@@ -92,7 +95,7 @@ class PasskeyTask(Task):
         return LanguageModel(self.tokenizer.vocab_size, model_config)
 
     def loss(self, model: nn.Module, batch) -> Tensor:
-        return next_token_loss(model, batch)
+        return self.next_token_loss(model, batch)
 
     def evaluate(self, model: nn.Module, batches: Iterable) -> dict[str, float]:
         """Loss over answer tokens; accuracy: keys whose every digit is the argmax (what greedy decoding writes)."""

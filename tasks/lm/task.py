@@ -14,7 +14,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from titans_seq.backbones import LanguageModel, TitansConfig, next_token_loss
+from titans_seq.backbones import CarriedStateLoss, LanguageModel, TitansConfig
 from titans_seq.engine.distributed import first_process_only
 from titans_seq.engine.errors import UserError
 from titans_seq.engine.registry import register_task
@@ -29,6 +29,7 @@ from .tokenizers import BYTE, load_tokenizer
 class LMConfig:
     name: str = "lm"
     tokenizer: str = BYTE              # byte | a SentencePiece .model | a tokenizers .json
+    carry_state: int = 0               # training batches in a row that start from the previous one's final state
 
 
 @dataclass
@@ -56,6 +57,13 @@ def lm_metrics(nats: float, tokens: int, text_bytes: int) -> dict[str, float]:
             "bits_per_byte": nats / (math.log(2) * max(text_bytes, 1))}
 
 
+def carried_state_loss(batches: int) -> CarriedStateLoss:
+    """The training loss for ``task.carry_state`` (batches in a row that carry the state; 0: none)."""
+    if batches < 0:
+        raise UserError(f"task.carry_state={batches}: give a number of batches, 0 or more")
+    return CarriedStateLoss(batches)
+
+
 @register_task
 class LanguageModelTask(Task):
     name = "lm"
@@ -66,6 +74,7 @@ class LanguageModelTask(Task):
         super().__init__(config, data)
         self.tokenizer = load_tokenizer(config.tokenizer)
         self.token_bytes = torch.from_numpy(self.tokenizer.token_bytes())
+        self.next_token_loss = carried_state_loss(config.carry_state)
         self.dataset_name = data.path
 
     @property
@@ -106,7 +115,7 @@ class LanguageModelTask(Task):
         return LanguageModel(self.tokenizer.vocab_size, model_config)
 
     def loss(self, model: nn.Module, batch) -> Tensor:
-        return next_token_loss(model, batch)
+        return self.next_token_loss(model, batch)
 
     def evaluate(self, model: nn.Module, batches: Iterable) -> dict[str, float]:
         nats, tokens, text_bytes = 0.0, 0, 0

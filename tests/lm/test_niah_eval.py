@@ -58,8 +58,10 @@ def test_passkey_sequences_can_train_on_every_token():
     assert torch.equal(every[1][asked], answer_only[1][asked])
 
 
-def test_passkey_recipe_trains(tmp_path):
+@pytest.mark.parametrize("carry_state", [0, 2])
+def test_passkey_recipe_trains(tmp_path, carry_state):
     recipe = load_recipe("lm_passkey", [*TINY_MODEL, "task.seq_len=128", "task.n_train=16", "task.n_val=4",
-                                        "task.n_test=4", "train.max_steps=2", f"run.out_dir={tmp_path}"])
+                                        "task.n_test=4", "train.max_steps=3", f"task.carry_state={carry_state}",
+                                        f"run.out_dir={tmp_path}"])
     record = train(recipe)
     assert set(record["metrics"]) == {"loss", "accuracy"} and 0 <= record["metrics"]["accuracy"] <= 1

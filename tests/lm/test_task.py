@@ -27,6 +27,7 @@ def test_train_a_tiny_lm_recipe_on_tinyshakespeare(shared_data, tmp_path, capsys
     (lambda d: (d / "empty.txt").write_text(""), "data.path={d}/empty.txt", "the corpus is empty"),
     (lambda d: (d / "bad.json").write_text("{oops"), "task.tokenizer={d}/bad.json", "not a tokenizers JSON file"),
     (lambda d: None, "data.path={d}/missing", "no such file or folder"),
+    (lambda d: None, "task.carry_state=-1", "task.carry_state=-1: give a number of batches"),
 ])
 def test_bad_lm_inputs_are_one_line_and_exit_2(tmp_path, capsys, setup, override, message):
     setup(tmp_path)

@@ -1,6 +1,9 @@
 """A token-in, token-out model around the Backbone, with tied embeddings: the language-model head
-shared by the text, passkey and DNA tasks."""
+shared by the text, passkey and DNA tasks, and the next-token loss, optionally with carried state."""
 from __future__ import annotations
+
+from dataclasses import fields, is_dataclass, replace
+from typing import Any
 
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -33,4 +36,46 @@ class LanguageModel(nn.Module):
 def next_token_loss(model: nn.Module, batch: tuple[Tensor, Tensor]) -> Tensor:
     """Mean cross-entropy of (inputs, targets) over every target that is not ``IGNORE``."""
     inputs, targets = batch
-    return F.cross_entropy(model(inputs).flatten(0, 1).float(), targets.flatten(), ignore_index=IGNORE)
+    return _cross_entropy(model(inputs), targets)
+
+
+def _cross_entropy(logits: Tensor, targets: Tensor) -> Tensor:
+    return F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(), ignore_index=IGNORE)
+
+
+def detach_state(state: Any) -> Any:
+    """A backbone state (lists, dataclasses and tensors, nested) cut from the autograd graph."""
+    if isinstance(state, Tensor):
+        return state.detach()
+    if isinstance(state, (list, tuple)):
+        return type(state)(detach_state(part) for part in state)
+    if is_dataclass(state):
+        return replace(state, **{f.name: detach_state(getattr(state, f.name)) for f in fields(state)})
+    return state
+
+
+class CarriedStateLoss:
+    """The next-token loss with the state carried from batch to batch (truncated back-propagation
+    through time): each training batch starts where the previous one ended, for up to ``batches``
+    batches in a row, then one starts afresh.
+
+    No gradient crosses batches (the carried state is detached), so memory and time per step are
+    those of one sequence; but the model trains on states it would otherwise meet only past its
+    training length, which is what length generalisation of a recurrent state needs (Buitrago &
+    Gu, 2025, "Understanding and Improving Length Generalization in Recurrent Models"). A batch of
+    another size than the carried state's starts afresh. ``batches=0`` is the plain loss.
+    """
+
+    def __init__(self, batches: int):
+        self.batches, self.carried, self.state, self.size = batches, 0, None, 0
+
+    def __call__(self, model: nn.Module, batch: tuple[Tensor, Tensor]) -> Tensor:
+        if self.batches == 0:
+            return next_token_loss(model, batch)
+        inputs, targets = batch
+        carry = self.state is not None and self.carried < self.batches and self.size == len(inputs)
+        logits, state = model(inputs, state=self.state if carry else None, return_state=True)
+        self.carried = self.carried + 1 if carry else 0
+        self.state, self.size = detach_state(state), len(inputs)
+        return _cross_entropy(logits, targets)
+
