@@ -63,3 +63,13 @@ def test_a_batch_of_another_size_and_zero_batches_start_afresh():
     plain = CarriedStateLoss(batches=0)
     plain(model, first)
     assert torch.equal(plain(model, smaller), next_token_loss(model, smaller))
+
+
+def test_a_diverged_state_is_dropped():
+    model, (first, second) = tiny_lm("mag"), batches(2)
+    loss = CarriedStateLoss(batches=3)
+    saved = model.embed.weight.data.clone()
+    model.embed.weight.data[first[0][0, 0]] = float("inf")
+    assert not torch.isfinite(loss(model, first))
+    model.embed.weight.data.copy_(saved)
+    assert torch.allclose(loss(model, second), next_token_loss(model, second), rtol=1e-6, atol=0)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import fields, is_dataclass, replace
 from typing import Any
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
@@ -63,7 +64,8 @@ class CarriedStateLoss:
     those of one sequence; but the model trains on states it would otherwise meet only past its
     training length, which is what length generalisation of a recurrent state needs (Buitrago &
     Gu, 2025, "Understanding and Improving Length Generalization in Recurrent Models"). A batch of
-    another size than the carried state's starts afresh. ``batches=0`` is the plain loss.
+    another size than the carried state's, or after a non-finite loss, starts afresh. ``batches=0``
+    is the plain loss.
     """
 
     def __init__(self, batches: int):
@@ -75,7 +77,9 @@ class CarriedStateLoss:
         inputs, targets = batch
         carry = self.state is not None and self.carried < self.batches and self.size == len(inputs)
         logits, state = model(inputs, state=self.state if carry else None, return_state=True)
+        loss = _cross_entropy(logits, targets)
+        finite = bool(torch.isfinite(loss))           # a diverged state is dropped, not carried on
         self.carried = self.carried + 1 if carry else 0
-        self.state, self.size = detach_state(state), len(inputs)
-        return _cross_entropy(logits, targets)
+        self.state, self.size = (detach_state(state), len(inputs)) if finite else (None, 0)
+        return loss
 
