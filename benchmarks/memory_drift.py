@@ -2,10 +2,13 @@
 
     python benchmarks/memory_drift.py --checkpoint runs/niah_recall/passkey-lmm-stage2/best --length 8K
 
-A pass-key prompt (key at depth 0, so the rest is noise) is read through the model's state in
-pieces; after each piece the table gives, for every NeuralMemory in the model, the Frobenius norm
-of each memory layer's weights and the piece's mean gates: theta (inner step), eta (momentum) and
-alpha (forgetting). With alpha per token, the weights shrink by about (1 - alpha)^T over T tokens.
+A pass-key prompt (key at --depth, 0 by default, so the rest is noise) is read through the model's
+state in pieces; after each piece the table gives, for every NeuralMemory in the model, the
+Frobenius norm of each memory layer's weights and the piece's mean gates: theta (inner step), eta
+(momentum) and alpha (forgetting). With alpha per token, the weights shrink by about (1 - alpha)^T
+over T tokens. A second table compares the gates on the needle's tokens with those on the
+haystack's: a memory that keeps the key over a long haystack must write the needle and barely
+write the noise.
 """
 from __future__ import annotations
 
@@ -32,15 +35,15 @@ def memory_states(state) -> list[NeuralMemoryState]:
     return []
 
 
-def record_gates(model: nn.Module) -> list[list[tuple[float, float, float]]]:
-    """Hooks every NeuralMemory; each call appends its mean (theta, eta, alpha) to that memory's list."""
+def record_gates(model: nn.Module) -> list[list[torch.Tensor]]:
+    """Hooks every NeuralMemory; each call appends its (3, T) per-token gates, theta, eta and alpha
+    averaged over heads, to that memory's list."""
     memories = [m for m in model.modules() if isinstance(m, NeuralMemory)]
-    gates: list[list[tuple[float, float, float]]] = [[] for _ in memories]
+    gates: list[list[torch.Tensor]] = [[] for _ in memories]
 
     def hook(index: int):
         def save(module: NeuralMemory, inputs, output) -> None:
-            lr, eta, alpha = module.gates(inputs[0])
-            gates[index].append((lr.mean().item(), eta.mean().item(), alpha.mean().item()))
+            gates[index].append(torch.stack([g[0].mean(-1) for g in module.gates(inputs[0])]))
         return save
 
     for i, memory in enumerate(memories):
@@ -53,12 +56,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--checkpoint", required=True, help="a language-model checkpoint, e.g. runs/NAME/best")
     parser.add_argument("--length", default="8K", help="prompt tokens")
+    parser.add_argument("--depth", type=float, default=0.0, help="where the key sits, 0 (start) to 1 (end)")
     parser.add_argument("--piece", type=int, default=512, help="tokens per forward call")
     args = parser.parse_args()
     length = parse_list(args.length, int, "--length")[0]
     loaded = load_language_model(args.checkpoint, "cpu")
     model, tokenizer = loaded.model.eval(), loaded.tokenizer
-    sample = make_sample("pk", length, 0.0, tokenizer, Haystack.for_kind("pk", tokenizer), random.Random(0))
+    sample = make_sample("pk", length, args.depth, tokenizer, Haystack.for_kind("pk", tokenizer), random.Random(0))
     ids = torch.tensor([[tokenizer.eos_id, *sample.ids]])
     gates = record_gates(model)
     print("| tokens | memory | weight norms | theta | eta | alpha |\n|---|---|---|---|---|---|")
@@ -68,8 +72,20 @@ def main() -> None:
         read = min(start + args.piece, ids.shape[1])
         for i, memory in enumerate(memory_states(state)):
             norms = ", ".join(f"{w.norm().item():.2f}" for w in memory.memory.weights)
-            theta, eta, alpha = gates[i][-1]
+            theta, eta, alpha = gates[i][-1].mean(-1).tolist()
             print(f"| {read:,} | {i} | {norms} | {theta:.4f} | {eta:.3f} | {alpha:.1e} |")
+    # the prompt starts with the start token, so the needle's tokens sit one place further on
+    needle = torch.zeros(ids.shape[1], dtype=torch.bool)
+    needle[1 + sample.needle_start:1 + sample.needle_start + sample.needle_tokens] = True
+    haystack = ~needle
+    haystack[0] = haystack[-len(tokenizer.encode(" " + sample.needle.question)):] = False
+    print("\nMean gates on the needle's tokens and on the haystack's (the question left out):\n")
+    print("| memory | theta, needle | theta, haystack | eta, needle | eta, haystack | alpha, needle | alpha, haystack |")
+    print("|---|---|---|---|---|---|---|")
+    for i, calls in enumerate(gates):
+        theta, eta, alpha = torch.cat(calls, dim=-1)
+        print(f"| {i} | {theta[needle].mean():.4f} | {theta[haystack].mean():.4f} | {eta[needle].mean():.3f} | "
+              f"{eta[haystack].mean():.3f} | {alpha[needle].mean():.1e} | {alpha[haystack].mean():.1e} |")
 
 
 if __name__ == "__main__":

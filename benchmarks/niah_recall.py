@@ -5,9 +5,11 @@
     python benchmarks/niah_recall.py --checkpoint runs/niah_recall/passkey-mac/best    # sweep only
     python benchmarks/niah_recall.py --curriculum 256:1500:16,1024:1500:4    # short prompts first, then 1K
     python benchmarks/niah_recall.py --smoke                            # tiny sizes, to check the script
+    python benchmarks/niah_recall.py --checkpoint CKPT --forget-scale 0 # the same sweep without forgetting
 
-With --curriculum, each stage (seq_len:steps:batch_size) trains from the previous stage's best
-checkpoint (model.init_from), with the recipe's other settings; the sweep reads the last stage's.
+With --curriculum, each stage (seq_len:steps:batch_size, and optionally :carry_state, the training
+batches in a row that start from the previous batch's final state) trains from the previous stage's
+best checkpoint (model.init_from), with the recipe's other settings; the sweep reads the last stage's.
 
 Every prompt is read through the model's state in pieces, so memory stays flat with the length.
 A transformer baseline is asked only at lengths up to the one it was trained on (its cache grows).
@@ -18,8 +20,11 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from torch import nn
+
 from titans_seq.engine.config import load_recipe
 from titans_seq.engine.trainer import train
+from titans_seq.memory import NeuralMemory
 from titans_seq.tasks.lm.commands import parse_list
 from titans_seq.tasks.lm.generation import load_language_model
 from titans_seq.tasks.lm.niah_eval import evaluate_niah, write_report
@@ -30,8 +35,20 @@ SMOKE = ["model.d_model=16", "model.n_layers=1", "model.n_heads=2", "model.chunk
          "train.max_steps=4", "train.batch_size=4", "train.eval_every=0", "optim.warmup_steps=2"]
 
 
+def scale_forgetting(model: nn.Module, scale: float) -> None:
+    """Multiplies every memory's forgetting gate alpha by ``scale`` (0: the memory never forgets)."""
+    for memory in model.modules():
+        if isinstance(memory, NeuralMemory):
+            def scaled(x, gates=memory.gates):
+                lr, eta, alpha = gates(x)
+                return lr, eta, alpha * scale
+            memory.gates = scaled
+
+
 def sweep(checkpoint: Path, args, out: Path) -> str:
     loaded = load_language_model(checkpoint, args.device)
+    if args.forget_scale != 1:
+        scale_forgetting(loaded.model, args.forget_scale)
     # room for the start token and the written answer within a fixed-length model's context
     lengths = [n for n in args.lengths if loaded.context is None or n + ANSWER_ROOM <= loaded.context]
     if not lengths:
@@ -53,7 +70,11 @@ def main() -> None:
     parser.add_argument("--haystack", default="../shared/data/niah/paul_graham_essays_concat.txt")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--out", default="runs/niah_recall")
-    parser.add_argument("--curriculum", help="stages seq_len:steps:batch_size, comma-separated (default: the recipe's)")
+    parser.add_argument("--curriculum", help="stages seq_len:steps:batch_size[:carry_state], comma-separated "
+                                             "(default: the recipe's)")
+    parser.add_argument("--forget-scale", type=float, default=1.0,
+                        help="multiply the memory's forgetting gate by this in the sweep (0: no forgetting), "
+                             "to test whether forgetting is what limits the reach")
     parser.add_argument("--smoke", action="store_true", help="tiny model, a few steps, short lengths")
     parser.add_argument("overrides", nargs="*", help="recipe overrides, e.g. train.max_steps=5000")
     args = parser.parse_args()
@@ -80,16 +101,16 @@ def main() -> None:
 
 
 def parse_stages(text: str) -> list[list[str]]:
-    """``256:1500:16,1024:1500:4`` -> the overrides of each stage."""
+    """``256:1500:16,1024:1000:4:15`` -> the overrides of each stage (seq_len:steps:batch_size[:carry_state])."""
     stages = []
     for item in text.split(","):
         parts = item.split(":")
-        if len(parts) != 3 or not all(part.strip().isdigit() for part in parts):
-            raise SystemExit(f"--curriculum {text!r}: give stages as seq_len:steps:batch_size")
-        seq_len, steps, batch = parts
-        stages.append([f"task.seq_len={seq_len}", f"train.max_steps={steps}", f"train.batch_size={batch}"])
+        if len(parts) not in (3, 4) or not all(part.strip().isdigit() for part in parts):
+            raise SystemExit(f"--curriculum {text!r}: give stages as seq_len:steps:batch_size[:carry_state]")
+        seq_len, steps, batch, carry = [*parts, "0"][:4]
+        stages.append([f"task.seq_len={seq_len}", f"train.max_steps={steps}", f"train.batch_size={batch}",
+                       f"task.carry_state={carry}"])
     return stages
-
 
 if __name__ == "__main__":
     main()
