@@ -3,7 +3,8 @@
 Each sequence is an S-NIAH ``pk`` prompt (noise haystack, key at a random depth, question) followed
 by the answer. By default only the answer's tokens are trained on; ``loss_on: all`` trains on
 every next token as a language model does (the repeated haystack and the needle's own repetition
-teach copying long before the sparse answer signal does). A model trained here at <= 2K tokens is
+teach copying long before the sparse answer signal does). ``haystack`` may name a text file whose
+sentences fill the training prompts instead of the noise paragraph. A model trained here at <= 2K tokens is
 then asked at far greater lengths by ``titans-seq niah`` (or benchmarks/niah_recall.py), reading
 the prompt through its state.
 """
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Iterable
 
 import torch
@@ -40,15 +42,16 @@ class PasskeyConfig:
     seed: int = 0
     loss_on: str = "answer"  # answer | all (every next token; validation and test score the answer only)
     carry_state: int = 0     # training batches in a row that start from the previous one's final state
+    haystack: str = "noise"  # noise (the repeated paragraph the pk needle is asked in) or a text file to fill with
 
 
 class PasskeySequences(Dataset):
     """(inputs, targets) of passkey prompts; targets are IGNORE except at the answer."""
 
-    def __init__(self, count: int, seq_len: int, seed: str, loss_on: str = "answer"):
+    def __init__(self, count: int, seq_len: int, seed: str, loss_on: str = "answer", haystack: Haystack | None = None):
         self.count, self.seq_len, self.seed, self.loss_on = count, seq_len, seed, loss_on
         self.tokenizer = ByteTokenizer()
-        self.haystack = Haystack.for_kind("pk", self.tokenizer)
+        self.haystack = haystack or Haystack.for_kind("pk", self.tokenizer)
 
     def __len__(self) -> int:
         return self.count
@@ -63,6 +66,16 @@ class PasskeySequences(Dataset):
         targets = torch.full((self.seq_len,), IGNORE)
         targets[-ANSWER_TOKENS:] = ids[-ANSWER_TOKENS:]
         return ids[:-1], targets
+
+
+def training_haystack(choice: str, tokenizer: ByteTokenizer) -> Haystack:
+    """``noise``: the repeated paragraph of the pk task; otherwise the sentences of a text file."""
+    if choice == "noise":
+        return Haystack.for_kind("pk", tokenizer)
+    path = Path(choice)
+    if not path.is_file():
+        raise UserError(f"task.haystack={choice}: no such file; give noise or a text file to hide the keys in")
+    return Haystack(path.read_text(encoding="utf-8", errors="replace"), tokenizer)
 
 
 @register_task
@@ -87,8 +100,9 @@ class PasskeyTask(Task):
 
     def datasets(self):
         c = self.config
+        haystack = training_haystack(c.haystack, self.tokenizer)
         return {split: PasskeySequences(count, c.seq_len, f"{c.seed}-{split}",
-                                        c.loss_on if split == "train" else "answer")
+                                        c.loss_on if split == "train" else "answer", haystack)
                 for split, count in (("train", c.n_train), ("val", c.n_val), ("test", c.n_test))}
 
     def build_model(self, model_config: TitansConfig) -> nn.Module:

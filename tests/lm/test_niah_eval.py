@@ -6,10 +6,11 @@ import torch
 
 from titans_seq.cli import main
 from titans_seq.engine.config import load_recipe
+from titans_seq.engine.errors import UserError
 from titans_seq.engine.trainer import train
 from titans_seq.tasks.lm.commands import parse_list
 from titans_seq.tasks.lm.niah_eval import NeedleResult, accuracy_table
-from titans_seq.tasks.lm.passkey import IGNORE, PasskeySequences
+from titans_seq.tasks.lm.passkey import IGNORE, PasskeyConfig, PasskeySequences, PasskeyTask
 
 from .conftest import TINY_MODEL
 
@@ -56,6 +57,21 @@ def test_passkey_sequences_can_train_on_every_token():
     assert torch.equal(every[0], answer_only[0]) and torch.equal(every[1][:-1], every[0][1:])
     asked = answer_only[1] != IGNORE
     assert torch.equal(every[1][asked], answer_only[1][asked])
+
+
+def test_passkey_keys_can_hide_in_a_text_file(tmp_path):
+    (tmp_path / "essay.txt").write_text("Startups grow fast. Most of them die young. " * 40)
+    task = PasskeyTask(PasskeyConfig(seq_len=256, n_train=4, n_val=1, n_test=1, haystack=str(tmp_path / "essay.txt")))
+    inputs, targets = task.datasets()["train"][0]
+    text, key = bytes(inputs.tolist()[1:]).decode(), bytes(targets[targets != IGNORE].tolist()).decode()[1:]
+    assert "Startups grow fast." in text and "grass is green" not in text
+    assert text.count(f"The pass key is {key}.") == 1 and "What is the pass key? The pass key is" in text
+
+
+def test_a_missing_haystack_file_is_one_clear_line(tmp_path):
+    task = PasskeyTask(PasskeyConfig(seq_len=256, haystack=str(tmp_path / "missing.txt")))
+    with pytest.raises(UserError, match="task.haystack=.*missing.txt: no such file"):
+        task.datasets()
 
 
 @pytest.mark.parametrize("carry_state", [0, 2])
