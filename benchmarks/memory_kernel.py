@@ -1,7 +1,8 @@
 """GPU timing of the memory operator: the Triton kernel against the torch backend and two peers.
 
     python benchmarks/memory_kernel.py                  # B=8, H=8, D=64, chunk 64, T in 4096 16384
-    python benchmarks/memory_kernel.py --smoke          # tiny shapes: checks the script itself (CPU too)
+    python benchmarks/memory_kernel.py --smoke          # tiny shapes: checks the script itself
+    TRITON_INTERPRET=1 python benchmarks/memory_kernel.py --smoke    # the same on a CPU, kernels interpreted
 
 For each T and memory depth (2 with expansion 4, and 1) it times forward and forward+backward of
 (a) backend="triton", (b) backend="torch", (c) titans-pytorch's NeuralMemory with batch_size =
