@@ -78,7 +78,8 @@ def main() -> None:
     needle = torch.zeros(ids.shape[1], dtype=torch.bool)
     needle[1 + sample.needle_start:1 + sample.needle_start + sample.needle_tokens] = True
     haystack = ~needle
-    haystack[0] = haystack[-len(tokenizer.encode(" " + sample.needle.question)):] = False
+    haystack[0] = False                                  # the start token
+    haystack[-len(tokenizer.encode(" " + sample.needle.question)):] = False
     print("\nMean gates on the needle's tokens and on the haystack's (the question left out):\n")
     print("| memory | theta, needle | theta, haystack | eta, needle | eta, haystack | alpha, needle | alpha, haystack |")
     print("|---|---|---|---|---|---|---|")

@@ -112,5 +112,6 @@ def parse_stages(text: str) -> list[list[str]]:
                        f"task.carry_state={carry}"])
     return stages
 
+
 if __name__ == "__main__":
     main()
