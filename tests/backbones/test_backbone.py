@@ -10,6 +10,10 @@ def small_config(variant, **kw):
     return TitansConfig(**{**base, **kw})
 
 
+# every variant, and MAC reading its memory through the query convolution
+CASES = [pytest.param(v, {}, id=v) for v in VARIANTS] + [pytest.param("mac", {"mac_query_conv": True}, id="mac-query-conv")]
+
+
 def small_model(variant, **kw):
     torch.manual_seed(0)
     return Backbone(small_config(variant, **kw)).double().eval()
@@ -26,9 +30,9 @@ def test_readme_example_shapes():
     assert torch.allclose(torch.cat((y1, y2), 1), y, atol=1e-4)
 
 
-@pytest.mark.parametrize("variant", VARIANTS)
-def test_causal_exactly(variant):
-    model = small_model(variant)
+@pytest.mark.parametrize("variant, options", CASES)
+def test_causal_exactly(variant, options):
+    model = small_model(variant, **options)
     x = torch.randn(2, 27, 32, dtype=torch.float64)
     with torch.no_grad():
         y = model(x)
@@ -40,9 +44,9 @@ def test_causal_exactly(variant):
             assert not torch.equal(y2[:, j], y[:, j])
 
 
-@pytest.mark.parametrize("variant", VARIANTS)
-def test_streaming_token_by_token_and_uneven_pieces(variant):
-    model = small_model(variant)
+@pytest.mark.parametrize("variant, options", CASES)
+def test_streaming_token_by_token_and_uneven_pieces(variant, options):
+    model = small_model(variant, **options)
     x = torch.randn(2, 23, 32, dtype=torch.float64)
     with torch.no_grad():
         y = model(x)
@@ -54,9 +58,9 @@ def test_streaming_token_by_token_and_uneven_pieces(variant):
             assert torch.allclose(torch.cat(ys, 1), y, rtol=0, atol=1e-10), cuts
 
 
-@pytest.mark.parametrize("variant", VARIANTS)
-def test_gradients_reach_every_parameter(variant):
-    model = small_model(variant)
+@pytest.mark.parametrize("variant, options", CASES)
+def test_gradients_reach_every_parameter(variant, options):
+    model = small_model(variant, **options)
     model(torch.randn(2, 19, 32, dtype=torch.float64)).square().mean().backward()
     missing = [n for n, p in model.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0]
     assert not missing

@@ -43,3 +43,19 @@ def test_damped_momentum_scales_the_learning_rate_by_one_minus_eta():
     (lr_free, eta, alpha), (lr_damped, eta_d, alpha_d) = free.gates(x), damped.gates(x)
     assert torch.equal(eta, eta_d) and torch.equal(alpha, alpha_d)
     assert torch.allclose(lr_damped, lr_free * (1 - eta)) and (lr_free <= free.lr_max).all()
+
+
+def test_convolved_queries_are_forwards_queries_and_resume_from_their_cache():
+    """queries(convolve=True) is the query third of forward's convolved projection, in one call or in pieces."""
+    torch.manual_seed(0)
+    layer = NeuralMemory(32, 2).double()
+    x = torch.randn(2, 11, 32, dtype=torch.float64)
+    qkv, _ = layer.conv(layer.to_qkv(x))
+    expected = torch.nn.functional.normalize(torch.nn.functional.silu(qkv[..., :32]).view(2, 11, 2, 16), dim=-1)
+    q, cache = layer.queries(x, convolve=True)
+    assert torch.allclose(q, expected)
+    q1, cache1 = layer.queries(x[:, :4], convolve=True)
+    q2, _ = layer.queries(x[:, 4:], cache1, convolve=True)
+    assert torch.allclose(torch.cat((q1, q2), 1), q)
+    bare, none = layer.queries(x)
+    assert none is None and not torch.allclose(bare, q)

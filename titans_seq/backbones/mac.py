@@ -4,7 +4,9 @@ For each segment S of ``segment_len`` tokens: h = M*_{t-1}(q(S)) is read with th
 the segment; token t of S attends to the persistent tokens and to h_s, x_s for s <= t (h_s depends
 on x_s, so the h tokens are masked causally like the segment itself); the attention output y is
 written into the memory, and o = y (x) M*_t(y) reads it back per token. RoPE positions count from
-the segment start (h_s and x_s share position s); persistent tokens are not rotated.
+the segment start (h_s and x_s share position s); persistent tokens are not rotated. The read's
+queries are the bare projection of x or, with ``mac_query_conv``, pass through the memory's short
+convolution over x, as the paper's q_t = conv(S W_Q) does.
 """
 from __future__ import annotations
 
@@ -29,12 +31,13 @@ class MACState:
     keys: Tensor | None                    # (B, H, 2n, D): [h; x] keys of the segment's n tokens so far
     values: Tensor | None
     offset: int                            # tokens seen in the current segment
+    query_conv: Tensor | None = None       # the read queries' convolution cache (mac_query_conv)
 
 
 class MACMixer(nn.Module):
     def __init__(self, cfg: TitansConfig):
         super().__init__()
-        self.segment_len = cfg.segment_len
+        self.segment_len, self.query_conv = cfg.segment_len, cfg.mac_query_conv
         self.attention = build_attention(cfg, window=None, n_persistent=cfg.n_persistent)
         self.memory = build_memory(cfg)
         self.gate = NormalizedGate(cfg.d_model, cfg.norm_eps)
@@ -53,7 +56,8 @@ class MACMixer(nn.Module):
         """Tokens [offset, offset + n) of one segment, with the keys of [0, offset) cached."""
         n, offset = x.shape[1], state.offset
         positions = torch.arange(offset, offset + n, device=x.device)
-        h = self.memory.retrieve(x, state.segment_memory)
+        read_q, query_conv = self.memory.queries(x, state.query_conv, convolve=self.query_conv)
+        h = self.memory.retrieve(x, state.segment_memory, read_q)
         _, k_h, v_h = self.attention.project(h, positions)
         q, k_x, v_x = self.attention.project(x, positions)
         seen_k = [k_h, k_x] if state.keys is None else [state.keys[:, :, :offset], k_h,
@@ -67,5 +71,5 @@ class MACMixer(nn.Module):
         read, memory = self.memory(y, state.memory)
         out = self.gate(y, read)
         if offset + n == self.segment_len:
-            return out, MACState(memory, memory.memory, None, None, 0)
-        return out, MACState(memory, state.segment_memory, keys, values, offset + n)
+            return out, MACState(memory, memory.memory, None, None, 0, query_conv)
+        return out, MACState(memory, state.segment_memory, keys, values, offset + n, query_conv)

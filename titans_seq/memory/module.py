@@ -77,12 +77,21 @@ class NeuralMemory(nn.Module):
                                   state=None if state is None else state.memory, backend=self.backend)
         return self._read_out(y, x), NeuralMemoryState(conv, memory)
 
-    def retrieve(self, x: Tensor, memory: MemoryState | None = None) -> Tensor:
-        """M*(q(x)): read x's queries through ``memory`` (the initial memory if None), no update.
+    def queries(self, x: Tensor, cache: Tensor | None = None, convolve: bool = False) -> tuple[Tensor, Tensor | None]:
+        """x's normalised read queries (B, T, H, D), and the convolution's cache after x (None if not ``convolve``).
 
-        The query here skips the short convolution, so a read needs no state beyond the memory.
+        With ``convolve`` the queries pass through the short convolution's query filters as in
+        ``forward`` (``cache``: x's previous projected inputs); without it they are the bare projection,
+        so that a read needs no state beyond the memory.
         """
-        q, _, _ = self.to_qkv(x).chunk(3, dim=-1)
-        q = F.normalize(self._heads(F.silu(q)), dim=-1)
+        inner = self.n_heads * self.head_dim
+        q = F.linear(x, self.to_qkv.weight[:inner])
+        if convolve:
+            q, cache = self.conv(q, cache, channels=slice(0, inner))
+        return F.normalize(self._heads(F.silu(q)), dim=-1), cache if convolve else None
+
+    def retrieve(self, x: Tensor, memory: MemoryState | None = None, q: Tensor | None = None) -> Tensor:
+        """M*(q): read x's queries (``q``, default ``queries(x)``) through ``memory`` (None: the initial memory), no update."""
+        q = self.queries(x)[0] if q is None else q
         y = retrieve(q, list(self.weights) if memory is None else memory, self.activation)
         return self._read_out(y, x)

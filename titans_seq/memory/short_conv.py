@@ -6,7 +6,10 @@ from torch import Tensor, nn
 
 
 class ShortConv(nn.Module):
-    """Depthwise causal convolution over (B, T, C); ``cache`` is the previous (B, kernel - 1, C) inputs."""
+    """Depthwise causal convolution over (B, T, C); ``cache`` is the previous (B, kernel - 1, C) inputs.
+
+    ``channels`` convolves a slice of the channels only (x then holds just those), with their filters.
+    """
 
     def __init__(self, channels: int, kernel: int):
         super().__init__()
@@ -15,11 +18,13 @@ class ShortConv(nn.Module):
         self.bias = nn.Parameter(torch.zeros(channels))
         nn.init.kaiming_uniform_(self.weight, a=5 ** 0.5)
 
-    def forward(self, x: Tensor, cache: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    def forward(self, x: Tensor, cache: Tensor | None = None,
+                channels: slice = slice(None)) -> tuple[Tensor, Tensor]:
         B, T, C = x.shape
+        weight, bias = self.weight[channels, 0], self.bias[channels]
         if cache is None:
             cache = x.new_zeros(B, self.kernel - 1, C)
         padded = torch.cat((cache, x), dim=1)
         # A sum of shifted products: far faster than conv1d's depthwise path on CPU, forward and backward.
-        y = self.bias + sum(padded[:, i:i + T] * self.weight[:, 0, i] for i in range(self.kernel))
+        y = bias + sum(padded[:, i:i + T] * weight[:, i] for i in range(self.kernel))
         return y, padded[:, T:]
