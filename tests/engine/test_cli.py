@@ -102,3 +102,21 @@ def test_bench_matches_sizes_per_variant_and_resumes_a_split_grid(tmp_path, caps
     longer = json.loads((tmp_path / "longer" / "records.jsonl").read_text())
     assert "max_steps: 3" in (tmp_path / "longer" / "demo" / "mac" / "seed-0" / "config.yaml").read_text()
     assert longer["variant"] == "mac"
+
+
+def test_bench_reuses_a_run_saved_before_new_options_or_elsewhere_cached(tmp_path):
+    from titans_seq.engine.bench import finished_record
+    from titans_seq.engine.config import load_recipe, recipe_to_yaml
+
+    recipe = load_recipe("lm_tiny", [f"run.out_dir={tmp_path}"])
+    recipe.run_dir.mkdir(parents=True)
+    (recipe.run_dir / "test_results.json").write_text('{"metrics": {"loss": 1.0}}')
+    saved = recipe_to_yaml(recipe)
+    older = saved.replace("  mac_query_conv: false\n", "").replace(recipe.data.cache_dir, "/elsewhere/shards")
+    assert older != saved
+    (recipe.run_dir / "config.yaml").write_text(older)
+    assert finished_record(recipe) == {"metrics": {"loss": 1.0}}
+    (recipe.run_dir / "config.yaml").write_text(older.replace("  lr: 0.002\n", "  lr: 0.001\n"))
+    assert finished_record(recipe) is None                      # a setting that changes the run
+    (recipe.run_dir / "config.yaml").write_text("model: [")
+    assert finished_record(recipe) is None                      # unreadable: trained again

@@ -1,8 +1,9 @@
 """``titans-seq bench SUITE``: a grid of recipes x variants x seeds, tabulated as mean ± std.
 
-A run whose directory already holds test results of the very same resolved recipe is not trained
-again, so an interrupted suite resumes where it stopped, and a suite can be split across processes
-or machines (``--variants``, ``--seeds``) and tabulated by a last call that finds every run done.
+A run whose directory already holds test results of the same recipe (options added since it ran
+taking their defaults) is not trained again, so an interrupted suite resumes where it stopped, and
+a suite can be split across processes or machines (``--variants``, ``--seeds``) and tabulated by
+a last call that finds every run done.
 """
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from titans_seq.backbones import VARIANTS
 
-from .config import Recipe, load_recipe, recipe_to_yaml
+from .config import Recipe, load_recipe
 from .errors import UserError
 from .records import write_atomically
 from .trainer import train
@@ -85,11 +86,27 @@ def results_table(records: list[dict], suite: Suite) -> str:
 
 
 def finished_record(recipe: Recipe) -> dict | None:
-    """The test record of an earlier run of exactly this recipe, if that run finished."""
+    """The test record of an earlier run of this recipe, if that run finished.
+
+    The earlier run's saved recipe is read with today's schema, so options added since (which default
+    to what it ran) do not set it apart; nor does where the data's shard cache lives.
+    """
     results, config = recipe.run_dir / "test_results.json", recipe.run_dir / "config.yaml"
-    if results.is_file() and config.is_file() and config.read_text() == recipe_to_yaml(recipe):
-        return json.loads(results.read_text())
-    return None
+    if not (results.is_file() and config.is_file()):
+        return None
+    try:
+        earlier = load_recipe(str(config))
+    except UserError:
+        return None
+    return json.loads(results.read_text()) if _what_runs(earlier) == _what_runs(recipe) else None
+
+
+def _what_runs(recipe: Recipe) -> dict:
+    """The recipe's values, less the shard cache's folder (which changes no result)."""
+    values = recipe.to_dict()
+    if isinstance(values["data"], dict):
+        values["data"].pop("cache_dir", None)
+    return values
 
 
 def run_suite(path: Path, out: Path | None = None, variants: list[str] | None = None,
