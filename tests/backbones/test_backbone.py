@@ -11,7 +11,8 @@ def small_config(variant, **kw):
 
 
 # every variant, and MAC reading its memory through the query convolution
-CASES = [pytest.param(v, {}, id=v) for v in VARIANTS] + [pytest.param("mac", {"mac_query_conv": True}, id="mac-query-conv")]
+CASES = [pytest.param(v, {}, id=v) for v in VARIANTS] + [
+    pytest.param("mac", {"mac_query_conv": True}, id="mac-query-conv")]
 
 
 def small_model(variant, **kw):

@@ -22,7 +22,7 @@ class TitansConfig:
     memory_backend: str = "auto"     # torch | triton | auto (triton on CUDA when available)
     chunk_size: int = 64             # tokens per memory update chunk (gradients at chunk-start weights)
     segment_len: int = 128           # MAC: tokens per segment attended together with the memory
-    mac_query_conv: bool = False     # MAC: read the memory with queries through the short convolution, as LMM writes
+    mac_query_conv: bool = False     # MAC: the memory read's queries pass through the short convolution (q_t)
     window: int = 256                # sliding-window size for swa, mag and mal
     n_persistent: int = 4            # learnable persistent memory tokens (Titans variants; 0 = none)
     conv_kernel: int = 4             # width of the memory's causal depthwise convolution

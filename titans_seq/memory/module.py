@@ -91,7 +91,10 @@ class NeuralMemory(nn.Module):
         return F.normalize(self._heads(F.silu(q)), dim=-1), cache if convolve else None
 
     def retrieve(self, x: Tensor, memory: MemoryState | None = None, q: Tensor | None = None) -> Tensor:
-        """M*(q): read x's queries (``q``, default ``queries(x)``) through ``memory`` (None: the initial memory), no update."""
+        """M*(q): read x's queries (``q``, default ``queries(x)``) through ``memory``, without writing.
+
+        ``memory`` None reads the initial memory.
+        """
         q = self.queries(x)[0] if q is None else q
         y = retrieve(q, list(self.weights) if memory is None else memory, self.activation)
         return self._read_out(y, x)
