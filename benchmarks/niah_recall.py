@@ -67,7 +67,7 @@ def main() -> None:
     parser.add_argument("--depths", default="0,0.25,0.5,0.75,1")
     parser.add_argument("--samples", type=int, default=4)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--haystack", default="../shared/data/niah/paul_graham_essays_concat.txt")
+    parser.add_argument("--haystack", default="niah/paul_graham_essays", help="a text file or a dataset key")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--out", default="runs/niah_recall")
     parser.add_argument("--curriculum", help="stages seq_len:steps:batch_size[:carry_state], comma-separated "

@@ -12,10 +12,28 @@ if not torch.cuda.is_available():
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
 
+@pytest.fixture(scope="session", autouse=True)
+def hermetic_datasets(tmp_path_factory):
+    """Datasets come from ../shared/data as a mirror, downloads go to a temporary cache, and nothing reaches the
+    network: every https request fails at once (the tests' own servers listen on 127.0.0.1)."""
+    values = {"TITANS_SEQ_CACHE": str(tmp_path_factory.mktemp("dataset_cache")), "HTTPS_PROXY": "http://127.0.0.1:9",
+              "NO_PROXY": "127.0.0.1,localhost"}
+    if SHARED_DATA.is_dir():
+        values["TITANS_SEQ_DATA"] = str(SHARED_DATA)
+    saved = {name: os.environ.get(name) for name in values}
+    os.environ.update(values)
+    yield
+    for name, value in saved.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
+
+
 @pytest.fixture
 def shared_data():
     """A function giving a path under ../shared/data: it fails in CI (CI=true) when the data is missing, else skips."""
-    def locate(*parts: str) -> Path:
+    def locate(*parts: str) -> Path:   # no parts: the folder itself
         path = SHARED_DATA.joinpath(*parts)
         if not path.exists():
             if os.environ.get("CI") == "true":

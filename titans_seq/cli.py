@@ -10,6 +10,8 @@
     titans-seq niah --checkpoint runs/passkey-mac/best --kinds pk --lengths 1K,4K,16K
     titans-seq tokenizer corpus/ --vocab-size 8192 --out tokenizer.json
     titans-seq lm-eval --checkpoint runs/lm-170m-mac/best --tasks piqa,hellaswag    # needs lm-eval
+    titans-seq data list | fetch ett/ETTm1 gue/tf_0 | verify | path text/tinyshakespeare
+    titans-seq --data-dir /mnt/datasets train dna_mac         # a local mirror of the datasets, used first
     titans-seq list
 """
 from __future__ import annotations
@@ -41,7 +43,7 @@ def _eval(args: argparse.Namespace) -> None:
 
 def _bench(args: argparse.Namespace) -> None:
     from titans_seq.engine.bench import run_suite
-    from titans_seq.engine.errors import UserError
+    from titans_seq.errors import UserError
 
     variants = args.variants.split(",") if args.variants else None
     try:
@@ -114,6 +116,25 @@ def _lm_eval(args: argparse.Namespace) -> None:
                            args.include_path, args.out, args.device))
 
 
+def _data(args: argparse.Namespace) -> int | None:
+    from titans_seq.data import commands
+
+    if args.action == "list":
+        print(commands.list_table())
+    elif args.action == "fetch":
+        print(commands.fetch(args.keys))
+    elif args.action == "path":
+        print(commands.path(args.keys[0]))
+    else:
+        report, all_match = commands.verify_table(args.keys)
+        print(report)
+        if not all_match:
+            print("titans-seq: error: some files differ from the registry's sha256; delete them and fetch again",
+                  file=sys.stderr)
+            return USER_ERROR
+    return None
+
+
 def _print_record(record: dict) -> None:
     if int(os.environ.get("RANK", 0)) != 0:   # under torchrun, one line from rank 0
         return
@@ -123,6 +144,8 @@ def _print_record(record: dict) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="titans-seq", description="Titans neural long-term memory toolkit.")
+    parser.add_argument("--data-dir", help="a local mirror of the datasets in the registry's layout, used before the "
+                                           "cache and any download (default: $TITANS_SEQ_DATA)")
     commands = parser.add_subparsers(dest="command", required=True)
 
     train = commands.add_parser("train", help="train the run a recipe describes")
@@ -155,7 +178,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     forecast = commands.add_parser("forecast", help="train on a series file (or load a checkpoint), test, forecast "
                                                     "beyond its end: CSV + plot")
-    forecast.add_argument("--data", required=True, help="a CSV, TSV or Parquet file with a time column")
+    forecast.add_argument("--data", required=True, help="a CSV, TSV or Parquet file with a time column, or a "
+                                                        "dataset key such as ett/ETTm1")
     forecast.add_argument("--horizon", type=int, help="steps to forecast (default 96, or the checkpoint's)")
     forecast.add_argument("--lookback", type=int, help="past steps the model sees (default 512, or the checkpoint's)")
     forecast.add_argument("--target", action="append", help="a column to model (repeatable); default: every column")
@@ -169,6 +193,11 @@ def build_parser() -> argparse.ArgumentParser:
     forecast.add_argument("--steps", type=int, default=300, help="training steps")
     forecast.add_argument("overrides", nargs="*", help="recipe overrides, e.g. model.d_model=128")
     forecast.set_defaults(run=_forecast)
+
+    data = commands.add_parser("data", help="the registered datasets: list, fetch, verify, or print a local path")
+    data.add_argument("action", choices=["list", "fetch", "verify", "path"])
+    data.add_argument("keys", nargs="*", help="dataset keys, e.g. ett/ETTm1 gue/prom_core_notata (verify: default all)")
+    data.set_defaults(run=_data)
 
     listing = commands.add_parser("list", help="show packaged recipes, tasks and model variants")
     listing.set_defaults(run=_list)
@@ -192,8 +221,8 @@ def build_parser() -> argparse.ArgumentParser:
     niah.add_argument("--depths", default="0,0.25,0.5,0.75,1", help="needle depths, fractions of the haystack")
     niah.add_argument("--samples", type=int, default=4, help="prompts per length and depth")
     niah.add_argument("--seed", type=int, default=0)
-    niah.add_argument("--haystack", default="../shared/data/niah/paul_graham_essays_concat.txt",
-                      help="the essays the n and w needles hide in")
+    niah.add_argument("--haystack", default="niah/paul_graham_essays",
+                      help="the essays the n and w needles hide in: a text file or a dataset key")
     niah.add_argument("--out", help="where to write niah.md, niah.png, results.jsonl (default: beside the checkpoint)")
     niah.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     niah.set_defaults(run=_niah)
@@ -234,10 +263,17 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     if extra:
         args.overrides = [*args.overrides, *extra]
-    from titans_seq.engine.errors import TrainingError, UserError
+    from titans_seq.data import MIRROR_ENV
+    from titans_seq.errors import TrainingError, UserError
 
+    if args.data_dir:
+        os.environ[MIRROR_ENV] = args.data_dir   # read by the data registry here and in bench's child processes
+    if args.command == "data" and args.action == "path" and len(args.keys) != 1:
+        parser.error("data path: give one dataset key")
+    if args.command == "data" and args.action == "fetch" and not args.keys:
+        parser.error("data fetch: give one or more dataset keys")
     try:
-        args.run(args)
+        code = args.run(args)
     except (UserError, FileNotFoundError, NotADirectoryError) as error:
         print(f"titans-seq: error: {error}", file=sys.stderr)
         return USER_ERROR
@@ -247,7 +283,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("titans-seq: interrupted", file=sys.stderr)
         return 130
-    return 0
+    return code or 0
 
 
 if __name__ == "__main__":

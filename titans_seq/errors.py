@@ -1,4 +1,4 @@
-"""The engine's errors that reach users as one line (the CLI maps them to exit codes)."""
+"""Errors that reach users as one line (the CLI maps them to exit codes)."""
 
 
 class UserError(ValueError):

@@ -17,9 +17,10 @@ from torch import Tensor, nn
 from torch.utils.data import TensorDataset
 
 from titans_seq.backbones import Backbone, TitansConfig
-from titans_seq.engine.errors import TrainingError, UserError
+from titans_seq.data import DataSource
 from titans_seq.engine.registry import register_task
 from titans_seq.engine.task import Task
+from titans_seq.errors import TrainingError, UserError
 
 from .intervals import reverse_complement
 from .labelled_intervals import read_labelled_intervals
@@ -39,8 +40,9 @@ class DNAClassificationConfig:
 
 
 @dataclass
-class DNAClassificationData:
-    path: str = "../shared/data/dna/gue/prom_core_notata"  # a table, a train/dev/test folder, or <split>/<class>/ folders
+class DNAClassificationData(DataSource):
+    dataset: str | None = "gue/prom_core_notata"
+    path: str | None = None              # a table, a train/dev/test folder, or <split>/<class>/ folders
     genome: str | None = None            # a FASTA: path is then a BED file, an interval CSV or <split>/<class>.csv.gz
     sequence_column: str | None = None   # tables: found by name (sequence, seq) when not given
     label_column: str | None = None      # tables: found by name (label, class) when not given
@@ -99,7 +101,7 @@ class DNAClassificationTask(Task):
         if config.pooling not in POOLINGS:
             raise UserError(f"task.pooling={config.pooling!r} is not one of {', '.join(POOLINGS)}")
         self.tokenizer = DNATokenizer(config.k)
-        self.dataset_name = Path(data.path).name
+        self.dataset_name = Path(self.data.path).name
         self.splits = self._load_splits()
         self.classes = _class_names(self.splits["train"].labels)
         if len(self.classes) < 2:

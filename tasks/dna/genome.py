@@ -18,7 +18,7 @@ import numpy as np
 import pyfaidx
 from Bio import SeqIO
 
-from titans_seq.engine.errors import UserError
+from titans_seq.errors import UserError
 
 Window = tuple[str, int, int]
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import polars as pl
 
-from titans_seq.engine.errors import UserError
+from titans_seq.errors import UserError
 
 from .genome import Genome
 

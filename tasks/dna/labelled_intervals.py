@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from titans_seq.engine.errors import UserError
+from titans_seq.errors import UserError
 
 from .genome import Genome
 from .intervals import interval_sequences, read_intervals

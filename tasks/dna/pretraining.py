@@ -20,9 +20,10 @@ from torch import Tensor, nn
 from torch.utils.data import TensorDataset
 
 from titans_seq.backbones import LanguageModel, TitansConfig, next_token_loss
-from titans_seq.engine.errors import UserError
+from titans_seq.data import DataSource
 from titans_seq.engine.registry import register_task
 from titans_seq.engine.task import Task
+from titans_seq.errors import UserError
 
 from .genome import Genome, split_contigs
 from .tokenizer import DNATokenizer
@@ -35,8 +36,9 @@ class DNAPretrainingConfig:
 
 
 @dataclass
-class DNAGenomeData:
-    path: str = "../shared/data/dna/fasta/ecoli_k12_mg1655_GCF_000005845.2.fna"
+class DNAGenomeData(DataSource):
+    dataset: str | None = "dna/ecoli_k12"
+    path: str | None = None           # a FASTA file, plain, gzip or bgzip (wins over dataset)
     window: int = 1024                # bases per training sequence, a multiple of task.k
     train_windows: int = 4096         # random windows drawn from the training region
     held_out_contigs: list[str] = field(default_factory=list)   # validation + test contigs
@@ -56,7 +58,7 @@ class DNAPretrainingTask(Task):
         self.tokenizer = DNATokenizer(config.k)
         if data.window < 1 or data.window % config.k:
             raise UserError(f"data.window={data.window} must be a positive multiple of task.k={config.k}")
-        self.genome = Genome.open(data.path)
+        self.genome = Genome.open(self.data.path)
         self.dataset_name = next(iter(self.genome.contigs))
 
     def _regions(self) -> dict[str, list[tuple[str, int, int]]]:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import polars as pl
 
-from titans_seq.engine.errors import UserError
+from titans_seq.errors import UserError
 
 SEQUENCE_COLUMNS = ("sequence", "seq", "sequences")
 LABEL_COLUMNS = ("label", "labels", "class", "target")

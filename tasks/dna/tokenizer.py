@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from titans_seq.engine.errors import UserError
+from titans_seq.errors import UserError
 
 BASES = "ACGTN"
 SPECIALS = ("<pad>", "<cls>", "<eos>", "<mask>")

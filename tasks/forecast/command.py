@@ -16,11 +16,12 @@ import torch
 from omegaconf import OmegaConf
 
 from titans_seq.backbones import VARIANTS
+from titans_seq.data import is_dataset_key
 from titans_seq.engine.config import Recipe, build_recipe, load_recipe
 from titans_seq.engine.distributed import close_process, init_process
-from titans_seq.engine.errors import UserError
 from titans_seq.engine.records import write_record
 from titans_seq.engine.trainer import Trainer, evaluate
+from titans_seq.errors import UserError
 from titans_seq.files import write_atomically_with
 
 from .plot import plot_forecast
@@ -54,7 +55,9 @@ class ForecastResult:
 
 
 def _data_overrides(options: ForecastOptions) -> list[str]:
-    overrides = [f"data.path={options.data}", f"data.on_irregular={options.on_irregular}",
+    source = ([f"data.dataset={options.data}", "data.path=null"] if is_dataset_key(options.data)
+              and not Path(options.data).expanduser().exists() else [f"data.path={options.data}"])
+    overrides = [*source, f"data.on_irregular={options.on_irregular}",
                  f"data.targets={json.dumps(list(options.targets))}"]
     if options.time_column:
         overrides.append(f"data.time_column={options.time_column}")

@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 import polars as pl
 
-from titans_seq.engine.errors import UserError
+from titans_seq.errors import UserError
 
 TIME_NAMES = ("date", "datetime", "timestamp", "time", "ds")
 IRREGULAR_CHOICES = ("stop", "fill")

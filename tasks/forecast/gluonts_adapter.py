@@ -28,8 +28,8 @@ from torch.utils.data import ConcatDataset, Dataset
 from titans_seq.backbones import TitansConfig
 from titans_seq.engine.checkpoint import read_model_state
 from titans_seq.engine.config import load_recipe
-from titans_seq.engine.errors import UserError
 from titans_seq.engine.trainer import train
+from titans_seq.errors import UserError
 from titans_seq.files import write_atomically, write_atomically_with
 
 from .task import ForecastConfig, ForecastTask

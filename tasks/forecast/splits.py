@@ -14,7 +14,7 @@ import torch
 from sklearn.preprocessing import StandardScaler
 from torch.utils.data import Dataset
 
-from titans_seq.engine.errors import UserError
+from titans_seq.errors import UserError
 
 from .data import SeriesTable
 

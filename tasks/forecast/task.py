@@ -13,9 +13,10 @@ from torch import Tensor, nn
 from torch.utils.data import Dataset
 
 from titans_seq.backbones import TitansConfig
-from titans_seq.engine.errors import UserError
+from titans_seq.data import DataSource
 from titans_seq.engine.registry import register_task
 from titans_seq.engine.task import Task
+from titans_seq.errors import UserError
 
 from .data import IRREGULAR_CHOICES, read_series
 from .model import DLinear, PatchForecaster
@@ -38,8 +39,9 @@ class ForecastConfig:
 
 
 @dataclass
-class ForecastData:
-    path: str = "../shared/data/timeseries/ETTm1.csv"   # CSV, TSV or Parquet with a time column
+class ForecastData(DataSource):
+    dataset: str | None = "ett/ETTm1"
+    path: str | None = None          # CSV, TSV or Parquet with a time column (wins over dataset)
     time_column: str | None = None   # found by type or name (date, time, timestamp, ...) when not given
     targets: list[str] = field(default_factory=list)    # the variates; empty: every other column
     on_irregular: str = "stop"       # stop | fill: what duplicate or missing timestamps do

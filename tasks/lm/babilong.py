@@ -14,7 +14,7 @@ from pathlib import Path
 import polars as pl
 from tqdm import tqdm
 
-from titans_seq.engine.errors import UserError
+from titans_seq.errors import UserError
 
 from .generation import LoadedModel, check_fits, generate
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from titans_seq.engine.errors import UserError
+from titans_seq.errors import UserError
 
 from .babilong import babilong_files, babilong_table, evaluate_babilong
 from .corpus import Corpus

@@ -20,8 +20,8 @@ from torch import Tensor, nn
 from titans_seq.engine.checkpoint import CONFIG, read_model_state
 from titans_seq.engine.config import Recipe, build_recipe
 from titans_seq.engine.distributed import choose_device
-from titans_seq.engine.errors import UserError
 from titans_seq.engine.registry import get_task
+from titans_seq.errors import UserError
 
 from .task import lm_metrics, token_loss_sums
 from .tokenizers import Tokenizer

@@ -19,8 +19,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from titans_seq.engine.errors import UserError
 from titans_seq.engine.records import write_atomically
+from titans_seq.errors import UserError
 
 from .generation import LoadedModel, generate, load_language_model, read_in_pieces, stream_loss_sums
 

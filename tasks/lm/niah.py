@@ -15,13 +15,14 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-from titans_seq.engine.errors import UserError
+from titans_seq.data import resolve_path
+from titans_seq.errors import UserError
 
 from .tokenizers import Tokenizer
 
 KINDS = ("pk", "n", "w")
 NOISE = ("The grass is green. The sky is blue. The sun is yellow. Here we go. There and back again. ")
-ESSAYS = "../shared/data/niah/paul_graham_essays_concat.txt"
+ESSAYS = "niah/paul_graham_essays"   # a dataset key (titans-seq data list), or a text file
 KEY_WORDS = ("amber", "harbor", "velvet", "canyon", "lantern", "meadow", "quartz", "falcon", "orchid", "glacier",
              "saffron", "timber", "cobalt", "lagoon", "thistle", "marble", "ember", "willow", "copper", "summit")
 SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
@@ -66,7 +67,7 @@ class Haystack:
         """The noise paragraph for ``pk``, the essays file for ``n`` and ``w``."""
         if kind == "pk":
             return cls(NOISE, tokenizer)
-        path = Path(essays)
+        path = resolve_path(str(essays))
         if not path.is_file():
             raise UserError(f"haystack {path}: no such file (the essays the n and w needles hide in; "
                             "pass --haystack, or use kind pk)")

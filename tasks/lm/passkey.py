@@ -21,9 +21,10 @@ from torch import Tensor, nn
 from torch.utils.data import Dataset
 
 from titans_seq.backbones import IGNORE, LanguageModel, TitansConfig
-from titans_seq.engine.errors import UserError
+from titans_seq.data import resolve_path
 from titans_seq.engine.registry import register_task
 from titans_seq.engine.task import Task
+from titans_seq.errors import UserError
 
 from .niah import Haystack, make_sample
 from .task import carried_state_loss
@@ -72,7 +73,7 @@ def training_haystack(choice: str, tokenizer: ByteTokenizer) -> Haystack:
     """``noise``: the repeated paragraph of the pk task; otherwise the sentences of a text file."""
     if choice == "noise":
         return Haystack.for_kind("pk", tokenizer)
-    path = Path(choice)
+    path = resolve_path(choice)
     if not path.is_file():
         raise UserError(f"task.haystack={choice}: no such file; give noise or a text file to hide the keys in")
     return Haystack(path.read_text(encoding="utf-8", errors="replace"), tokenizer)

@@ -19,8 +19,8 @@ from torch import Tensor
 from torch.utils.data import Dataset
 from tqdm import tqdm
 
-from titans_seq.engine.errors import UserError
 from titans_seq.engine.records import write_atomically
+from titans_seq.errors import UserError
 
 from .corpus import Corpus
 from .tokenizers import Tokenizer

@@ -15,10 +15,11 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from titans_seq.backbones import CarriedStateLoss, LanguageModel, TitansConfig
+from titans_seq.data import DataSource
 from titans_seq.engine.distributed import first_process_only
-from titans_seq.engine.errors import UserError
 from titans_seq.engine.registry import register_task
 from titans_seq.engine.task import Task
+from titans_seq.errors import UserError
 
 from .corpus import Corpus
 from .shards import PackedSequences, TokenShards, cached_shards
@@ -33,8 +34,9 @@ class LMConfig:
 
 
 @dataclass
-class LMCorpusData:
-    path: str = "../shared/data/text/tinyshakespeare.txt"   # a text file, a folder, or a .jsonl file
+class LMCorpusData(DataSource):
+    dataset: str | None = "text/tinyshakespeare"
+    path: str | None = None            # a text file, a folder, or a .jsonl file (wins over dataset)
     val_path: str | None = None        # separate validation / test corpora; without them the end of
     test_path: str | None = None       # the training stream is held out (val_fraction, test_fraction)
     text_field: str = "text"           # the JSONL field holding a document's text
@@ -75,7 +77,7 @@ class LanguageModelTask(Task):
         self.tokenizer = load_tokenizer(config.tokenizer)
         self.token_bytes = torch.from_numpy(self.tokenizer.token_bytes())
         self.next_token_loss = carried_state_loss(config.carry_state)
-        self.dataset_name = data.path
+        self.dataset_name = self.data.path
 
     @property
     def context_length(self) -> int:

@@ -12,7 +12,7 @@ from typing import Iterable, Protocol
 
 import numpy as np
 
-from titans_seq.engine.errors import UserError
+from titans_seq.errors import UserError
 
 BYTE = "byte"
 EOS_TEXT = "<|endoftext|>"

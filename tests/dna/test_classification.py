@@ -9,7 +9,7 @@ import pytest
 import torch
 from Bio.Seq import Seq
 
-from titans_seq.engine.errors import TrainingError, UserError
+from titans_seq.errors import TrainingError, UserError
 from titans_seq.tasks.dna.classification import DNAClassificationConfig, DNAClassificationData, DNAClassificationTask
 from titans_seq.tasks.dna.pretraining import DNAGenomeData, DNAPretrainingConfig, DNAPretrainingTask
 from titans_seq.tasks.dna.tables import read_labelled

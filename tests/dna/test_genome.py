@@ -10,7 +10,7 @@ import pytest
 from Bio import bgzf
 from Bio.Seq import Seq
 
-from titans_seq.engine.errors import UserError
+from titans_seq.errors import UserError
 from titans_seq.tasks.dna.genome import Genome, split_contigs, windows
 from titans_seq.tasks.dna.intervals import Interval, interval_sequences, read_intervals, reverse_complement
 

@@ -7,7 +7,7 @@ import pytest
 from Bio.Seq import Seq
 
 from titans_seq import cli
-from titans_seq.engine.errors import UserError
+from titans_seq.errors import UserError
 from titans_seq.tasks.dna.labelled_intervals import read_labelled_intervals
 from titans_seq.tasks.dna.tables import read_labelled
 

@@ -5,7 +5,7 @@ import pytest
 import torch
 from Bio.Seq import Seq
 
-from titans_seq.engine.errors import UserError
+from titans_seq.errors import UserError
 from titans_seq.tasks.dna.tokenizer import PAD, DNATokenizer, reverse_complement_tokens
 
 

@@ -12,8 +12,8 @@ import pytest
 
 from titans_seq.engine.config import load_recipe
 from titans_seq.engine.distributed import close_process, first_process_only, init_process
-from titans_seq.engine.errors import UserError
 from titans_seq.engine.trainer import Trainer
+from titans_seq.errors import UserError
 
 from .test_trainer import TINY, train_losses
 

@@ -4,9 +4,9 @@ import pytest
 import torch
 
 from titans_seq.engine.config import load_recipe
-from titans_seq.engine.errors import TrainingError
-from titans_seq.engine.trainer import Trainer, train
 from titans_seq.engine.distributed import init_process
+from titans_seq.engine.trainer import Trainer, train
+from titans_seq.errors import TrainingError
 
 TINY = ["task.n_train=320", "task.n_val=32", "task.n_test=32", "model.d_model=16", "model.n_layers=1",
         "model.n_heads=2", "model.chunk_size=4", "model.segment_len=8", "train.batch_size=16",

@@ -4,7 +4,7 @@ import pandas as pd
 import polars as pl
 import pytest
 
-from titans_seq.engine.errors import UserError
+from titans_seq.errors import UserError
 from titans_seq.tasks.forecast.data import read_series
 
 

@@ -3,7 +3,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from titans_seq.engine.errors import UserError
+from titans_seq.errors import UserError
 from titans_seq.tasks.forecast.data import from_arrays
 from titans_seq.tasks.forecast.splits import WindowDataset, scale_series, split_borders
 

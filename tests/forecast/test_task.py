@@ -5,7 +5,7 @@ import torch
 from gluonts.evaluation.metrics import calculate_seasonal_error, mase, smape
 
 from titans_seq.backbones import TitansConfig
-from titans_seq.engine.errors import UserError
+from titans_seq.errors import UserError
 from titans_seq.tasks.forecast.task import ForecastConfig, ForecastData, ForecastTask, pinball_loss
 
 

@@ -3,7 +3,7 @@ import polars as pl
 import pytest
 
 from titans_seq.cli import main
-from titans_seq.engine.errors import UserError
+from titans_seq.errors import UserError
 from titans_seq.tasks.lm.babilong import TASK_LABELS, babilong_correct, load_babilong
 
 ROWS = {"input": ["Mary moved to the bathroom. John went to the hallway."] * 2,

@@ -4,7 +4,7 @@ import json
 import numpy as np
 import pytest
 
-from titans_seq.engine.errors import UserError
+from titans_seq.errors import UserError
 from titans_seq.tasks.lm.corpus import Corpus
 from titans_seq.tasks.lm.shards import INDEX, PackedSequences, TokenShards, cached_shards, write_shards
 from titans_seq.tasks.lm.tokenizers import ByteTokenizer

@@ -4,7 +4,7 @@ import torch
 
 from titans_seq import TitansConfig
 from titans_seq.backbones import LanguageModel
-from titans_seq.engine.errors import UserError
+from titans_seq.errors import UserError
 from titans_seq.tasks.lm.generation import (LoadedModel, check_fits, generate, read_in_pieces, sample_next,
                                             stream_metrics)
 from titans_seq.tasks.lm.tokenizers import ByteTokenizer

@@ -3,7 +3,7 @@ import random
 
 import pytest
 
-from titans_seq.engine.errors import UserError
+from titans_seq.errors import UserError
 from titans_seq.tasks.lm.niah import Haystack, make_needle, make_sample, string_match_all
 from titans_seq.tasks.lm.tokenizers import ByteTokenizer
 

@@ -6,7 +6,7 @@ import torch
 
 from titans_seq.cli import main
 from titans_seq.engine.config import load_recipe
-from titans_seq.engine.errors import UserError
+from titans_seq.errors import UserError
 from titans_seq.engine.trainer import train
 from titans_seq.tasks.lm.commands import parse_list
 from titans_seq.tasks.lm.niah_eval import NeedleResult, accuracy_table

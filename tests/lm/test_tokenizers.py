@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from titans_seq.engine.errors import UserError
+from titans_seq.errors import UserError
 from titans_seq.tasks.lm.tokenizers import ByteTokenizer, load_tokenizer, train_bpe
 
 TEXT = "To be, or not to be, that is the question: whether 'tis nobler in the mind to suffer. Ünïcödé! " * 40

@@ -31,6 +31,7 @@ from titans_seq.errors import UserError
 MIRROR_ENV = "TITANS_SEQ_DATA"
 CACHE_ENV = "TITANS_SEQ_CACHE"
 RETRIES = 2
+pooch.get_logger().setLevel("WARNING")   # the progress bar and our one-line errors say what its info lines would
 ARCHIVES = {".zip": pooch.Unzip, ".tar.gz": pooch.Untar, ".tgz": pooch.Untar, ".tar": pooch.Untar}
 
 
@@ -115,7 +116,11 @@ def locate(dataset: Dataset) -> Path | None:
 
 def resolve(key: str, progressbar: bool = False) -> Path:
     """The local path of dataset ``key``, downloading its missing files into the cache first."""
-    dataset = get_dataset(key)
+    return resolve_dataset(get_dataset(key), progressbar)
+
+
+def resolve_dataset(dataset: Dataset, progressbar: bool = False) -> Path:
+    """:func:`resolve` for a :class:`Dataset` (a registered one, or one of your own)."""
     root = locate(dataset)
     if root is None:
         root = cache_dir()
@@ -153,6 +158,7 @@ def _unpack(dataset: Dataset, members: list[DataFile], root: Path, progressbar: 
     """Download the archive at ``members[0].url`` into the cache and move the named members into place."""
     url = members[0].url
     downloads = root / "downloads"
+    root.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=root, prefix=".unpack-") as scratch:
         processor = _archive_kind(url)(members=[f.member for f in members], extract_dir=scratch)
         _pooch_call(dataset, members[0], root, lambda: pooch.retrieve(
@@ -188,7 +194,8 @@ def _pooch_call(dataset: Dataset, file: DataFile, root: Path, call) -> None:
     try:
         call()
     except requests.exceptions.RequestException as error:
-        reason = type(error).__name__ if not str(error) else _first_line(error)
+        status = getattr(error.response, "status_code", None)
+        reason = f"HTTP {status}" if status else type(error).__name__
         mirror = mirror_dir() or "a folder"
         raise DataError(f"{dataset.key}: cannot download {file.url} ({reason}); offline? put the file at "
                         f"{root / file.path}, or set {MIRROR_ENV} to {mirror} holding {file.path}") from None
@@ -197,11 +204,6 @@ def _pooch_call(dataset: Dataset, file: DataFile, root: Path, call) -> None:
         if not found:
             raise
         raise DataError(_mismatch(dataset, file.url, *found.groups())) from None
-
-
-def _first_line(error: Exception) -> str:
-    text = str(error).splitlines()[0]
-    return text if len(text) <= 200 else text[:197] + "..."
 
 
 @dataclass(frozen=True)

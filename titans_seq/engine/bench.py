@@ -16,9 +16,9 @@ from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from titans_seq.backbones import VARIANTS
+from titans_seq.errors import UserError
 
 from .config import Recipe, load_recipe
-from .errors import UserError
 from .records import write_atomically
 from .trainer import train
 

@@ -20,8 +20,8 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError, MissingMandatoryValue, OmegaConfBaseException, ValidationError
 
 from titans_seq.backbones import TitansConfig
+from titans_seq.errors import UserError
 
-from .errors import UserError
 from .registry import get_task
 
 RECIPE_SUFFIX = ".yaml"

@@ -10,7 +10,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from .errors import UserError
+from titans_seq.errors import UserError
 
 
 @dataclass(frozen=True)

@@ -4,9 +4,10 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+from titans_seq.errors import UserError
+
 from .config import Recipe
 from .distributed import init_process
-from .errors import UserError
 from .records import write_record
 from .trainer import Trainer, evaluate
 

@@ -9,6 +9,7 @@ from torch import Tensor, nn
 from torch.utils.data import Dataset
 
 from titans_seq.backbones import TitansConfig
+from titans_seq.data import with_resolved_path
 
 
 class Task(ABC):
@@ -27,7 +28,7 @@ class Task(ABC):
 
     def __init__(self, config: Any, data: Any = None):
         self.config = config
-        self.data = data
+        self.data = with_resolved_path(data)   # a dataset key becomes a local path (fetched once)
 
     @abstractmethod
     def build_model(self, model_config: TitansConfig) -> nn.Module:

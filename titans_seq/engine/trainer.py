@@ -20,13 +20,13 @@ from torch.utils.data import BatchSampler, DataLoader, Dataset, DistributedSampl
 from tqdm import tqdm
 
 from titans_seq.backbones import Block
+from titans_seq.errors import TrainingError, UserError
 
 from .checkpoint import (checkpoint_dir, latest_checkpoint, prune_checkpoints, read_model_state, read_optimizer_state,
                          restore_training_state, save_checkpoint)
 from .config import OptimConfig, Recipe, RecipeError, recipe_to_yaml
 from .distributed import (ProcessEnv, all_agree, close_process, full_state_dicts, init_process, load_full_state_dicts,
                           mean_over_processes, wrap_model)
-from .errors import TrainingError, UserError
 from .progress import MetricsLog, Progress
 from .records import result_record, write_atomically, write_record
 from .registry import get_task
