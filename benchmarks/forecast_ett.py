@@ -1,6 +1,6 @@
 """The long-horizon forecasting protocol: a dataset, the four horizons, models side by side.
 
-    python benchmarks/forecast_ett.py --data ../shared/data/timeseries/ETTm1.csv --lookback 96 \
+    python benchmarks/forecast_ett.py --data ett/ETTm1 --lookback 96 \
         --models dlinear patchtst mac --seeds 0 --out runs/forecast-ettm1-96
 
 Each (model, horizon, seed) is a `titans-seq train recipes/forecast.yaml` run: selection on the
@@ -15,6 +15,7 @@ import json
 import statistics
 from pathlib import Path
 
+from titans_seq.data import resolve_path
 from titans_seq.engine.config import load_recipe
 from titans_seq.engine.records import write_atomically
 from titans_seq.engine.trainer import train
@@ -34,7 +35,7 @@ def run(args: argparse.Namespace) -> list[dict]:
             for seed in args.seeds:
                 name = f"{model}/h{horizon}/seed-{seed}"
                 print(f"== {Path(args.data).stem} L={args.lookback} {name}", flush=True)
-                recipe = load_recipe(args.recipe, [f"data.path={args.data}", f"task.lookback={args.lookback}",
+                recipe = load_recipe(args.recipe, [f"data.path={resolve_path(args.data)}", f"task.lookback={args.lookback}",
                                                    f"task.horizon={horizon}", f"run.seed={seed}",
                                                    f"run.out_dir={args.out}", f"run.name={name}",
                                                    *MODELS[model], *args.overrides])
@@ -60,7 +61,7 @@ def table(records: list[dict], models: list[str], horizons: list[int]) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", required=True, help="a series file, e.g. ../shared/data/timeseries/ETTm1.csv")
+    parser.add_argument("--data", required=True, help="a dataset key (ett/ETTm1) or a series file")
     parser.add_argument("--lookback", type=int, default=96)
     parser.add_argument("--horizons", type=int, nargs="+", default=list(HORIZONS))
     parser.add_argument("--models", nargs="+", default=["dlinear", "patchtst", "mac"], choices=sorted(MODELS))

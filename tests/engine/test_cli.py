@@ -120,3 +120,21 @@ def test_bench_reuses_a_run_saved_before_new_options_or_elsewhere_cached(tmp_pat
     assert finished_record(recipe) is None                      # a setting that changes the run
     (recipe.run_dir / "config.yaml").write_text("model: [")
     assert finished_record(recipe) is None                      # unreadable: trained again
+
+
+def test_bench_runs_each_recipe_on_each_dataset_of_its_axis(tmp_path, shared_data):
+    shared_data("dna", "gue", "mouse_0")
+    table = tmp_path / "mine.csv"
+    table.write_text("sequence,label\n" + "".join(f"{'ACGT'[i % 4] * 12},{i % 2}\n" for i in range(40)))
+    suite = tmp_path / "suite.yaml"
+    suite.write_text(f"name: axis\nrecipes: [dna_mac]\ndatasets: [gue/mouse_0, {table}]\nvariants: [swa]\n"
+                     f"seeds: [0]\nmetrics: [mcc]\nout_dir: {tmp_path}\noverrides: [model.d_model=16, "
+                     "model.n_layers=1, model.n_heads=2, train.max_steps=1, train.batch_size=8, train.eval_every=1]\n")
+    assert main(["bench", str(suite), "data.dataset=gue/tf_0"]) == 0      # the axis wins over an override
+    rows = [line for line in (tmp_path / "axis" / "results.md").read_text().splitlines() if line.startswith("| ")]
+    assert rows[0] == f"| model | dna_mac@gue/mouse_0 params | dna_mac@gue/mouse_0 mcc | dna_mac@{table} params | " \
+                      f"dna_mac@{table} mcc |"
+    records = [json.loads(line) for line in (tmp_path / "axis" / "records.jsonl").read_text().splitlines()]
+    assert [r["dataset"] for r in records] == ["mouse_0", "mine.csv"]
+    assert (tmp_path / "axis" / "dna_mac" / "gue" / "mouse_0" / "swa" / "seed-0" / "test_results.json").is_file()
+    assert (tmp_path / "axis" / "dna_mac" / "mine.csv" / "swa" / "seed-0" / "test_results.json").is_file()

@@ -1,4 +1,4 @@
-"""``titans-seq bench SUITE``: a grid of recipes x variants x seeds, tabulated as mean ± std.
+"""``titans-seq bench SUITE``: a grid of recipes x datasets x variants x seeds, tabulated as mean ± std.
 
 A run whose directory already holds test results of the same recipe (options added since it ran
 taking their defaults) is not trained again, so an interrupted suite resumes where it stopped, and
@@ -16,6 +16,7 @@ from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from titans_seq.backbones import VARIANTS
+from titans_seq.data import is_dataset_key
 from titans_seq.errors import UserError
 
 from .config import Recipe, load_recipe
@@ -29,6 +30,7 @@ BASELINES = ("transformer", "swa")
 class Suite:
     name: str = "suite"
     recipes: list[str] = field(default_factory=list)       # one column group per recipe (task / dataset)
+    datasets: list[str] = field(default_factory=list)      # registry keys or paths: each recipe runs on each
     variants: list[str] = field(default_factory=lambda: list(VARIANTS))
     seeds: list[int] = field(default_factory=lambda: [0])
     metrics: list[str] = field(default_factory=lambda: ["loss"])
@@ -66,15 +68,32 @@ def _metric(record: dict, name: str) -> float | None:
     return record["metrics"].get(name)
 
 
+def columns(suite: Suite) -> list[str]:
+    """The suite's column groups: each recipe, or each recipe on each of its datasets (``recipe@dataset``)."""
+    return [f"{recipe}@{dataset}" for recipe in suite.recipes for dataset in suite.datasets] or list(suite.recipes)
+
+
+def _column_overrides(column: str) -> list[str]:
+    if "@" not in column:
+        return []
+    source = column.split("@", 1)[1]
+    return ([f"data.dataset={source}", "data.path=null"] if is_dataset_key(source) else [f"data.path={source}"])
+
+
+def _run_folder(column: str) -> str:
+    recipe, _, source = column.partition("@")
+    return recipe if not source else f"{recipe}/{source if is_dataset_key(source) else Path(source).name}"
+
+
 def results_table(records: list[dict], suite: Suite) -> str:
-    """Markdown: a row per variant (baselines first), a column per recipe and metric, mean ± std over seeds."""
-    header = ["model"] + [f"{recipe} {column}" for recipe in suite.recipes
+    """Markdown: a row per variant (baselines first), a column per recipe (on a dataset) and metric, mean ± std."""
+    header = ["model"] + [f"{recipe} {column}" for recipe in columns(suite)
                           for column in ["params", *suite.metrics]]
     rows = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     ordered = [v for v in BASELINES if v in suite.variants] + [v for v in suite.variants if v not in BASELINES]
     for variant in ordered:
         cells = [variant]
-        for recipe in suite.recipes:
+        for recipe in columns(suite):
             runs = [r for r in records if r["recipe"] == recipe and r["variant"] == variant]
             cells.append(f"{runs[0]['parameters'] / 1e6:.2f}M" if runs else "—")
             cells.extend(_cell([value for r in runs if (value := _metric(r, metric)) is not None])
@@ -123,11 +142,11 @@ def run_suite(path: Path, out: Path | None = None, variants: list[str] | None = 
             raise UserError(f"--{what} {','.join(map(str, asked))}: the suite's {what} are "
                             f"{', '.join(map(str, known))}")
     base = Path(suite.out_dir) / suite.name
-    runs = [(recipe, variant, seed) for recipe in suite.recipes for variant in suite.variants for seed in suite.seeds]
-    recipes = {run: load_recipe(run[0], [*suite.overrides, *suite.variant_overrides.get(run[1], []),
-                                         f"model.variant={run[1]}", f"run.seed={run[2]}", f"run.out_dir={base}",
-                                         f"run.name={run[0]}/{run[1]}/seed-{run[2]}"])
-               for run in runs}                        # every recipe is checked before the first run starts
+    runs = [(column, variant, seed) for column in columns(suite) for variant in suite.variants for seed in suite.seeds]
+    recipes = {run: load_recipe(run[0].split("@")[0], [
+        *suite.overrides, *suite.variant_overrides.get(run[1], []), *_column_overrides(run[0]),
+        f"model.variant={run[1]}", f"run.seed={run[2]}", f"run.out_dir={base}",
+        f"run.name={_run_folder(run[0])}/{run[1]}/seed-{run[2]}"]) for run in runs}   # all checked first
     records = []
     for (recipe_name, variant, seed), recipe in recipes.items():
         record = finished_record(recipe)
