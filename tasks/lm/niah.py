@@ -53,6 +53,15 @@ def make_needle(kind: str, rng: random.Random) -> Needle:
                   f"The special magic {what} for {word} mentioned in the provided text is", value)
 
 
+def read_haystack(path: Path) -> str:
+    """A filler text: a text file, or a folder of ``.txt`` files joined in name order by blank lines
+    (each stripped of trailing newlines, as the usual single-file concatenation of the essays is)."""
+    if path.is_dir():
+        texts = [p.read_text(encoding="utf-8", errors="replace").rstrip("\n") for p in sorted(path.glob("*.txt"))]
+        return "\n\n".join(texts) + "\n"
+    return path.read_text(encoding="utf-8", errors="replace")
+
+
 class Haystack:
     """The sentences of a filler text, tokenised once, taken in order from any sentence on (cycling)."""
 
@@ -68,10 +77,10 @@ class Haystack:
         if kind == "pk":
             return cls(NOISE, tokenizer)
         path = resolve_path(str(essays))
-        if not path.is_file():
+        if not path.exists():
             raise UserError(f"haystack {path}: no such file (the essays the n and w needles hide in; "
                             "pass --haystack, or use kind pk)")
-        return cls(path.read_text(encoding="utf-8", errors="replace"), tokenizer)
+        return cls(read_haystack(path), tokenizer)
 
     def take(self, n_tokens: int, rng: random.Random) -> tuple[list[int], list[int]]:
         """``n_tokens`` tokens from a random sentence on, and the positions where sentences start."""

@@ -26,7 +26,7 @@ from titans_seq.engine.registry import register_task
 from titans_seq.engine.task import Task
 from titans_seq.errors import UserError
 
-from .niah import Haystack, make_sample
+from .niah import Haystack, make_sample, read_haystack
 from .task import carried_state_loss
 from .tokenizers import ByteTokenizer
 
@@ -74,9 +74,10 @@ def training_haystack(choice: str, tokenizer: ByteTokenizer) -> Haystack:
     if choice == "noise":
         return Haystack.for_kind("pk", tokenizer)
     path = resolve_path(choice)
-    if not path.is_file():
-        raise UserError(f"task.haystack={choice}: no such file; give noise or a text file to hide the keys in")
-    return Haystack(path.read_text(encoding="utf-8", errors="replace"), tokenizer)
+    if not path.exists():
+        raise UserError(f"task.haystack={choice}: no such file; give noise, a text file or a folder of them, "
+                        "or a dataset key (niah/paul_graham_essays) to hide the keys in")
+    return Haystack(read_haystack(path), tokenizer)
 
 
 @register_task

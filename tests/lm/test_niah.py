@@ -4,7 +4,8 @@ import random
 import pytest
 
 from titans_seq.errors import UserError
-from titans_seq.tasks.lm.niah import Haystack, make_needle, make_sample, string_match_all
+from titans_seq.data import resolve
+from titans_seq.tasks.lm.niah import ESSAYS, Haystack, make_needle, make_sample, read_haystack, string_match_all
 from titans_seq.tasks.lm.tokenizers import ByteTokenizer
 
 
@@ -57,3 +58,17 @@ def test_bad_requests_are_user_errors(tmp_path):
 ])
 def test_string_match_all(prediction, references, score):
     assert string_match_all(prediction, references) == score
+
+
+def test_the_essays_folder_reads_as_the_joined_file(shared_data, tmp_path):
+    import tarfile
+
+    with tarfile.open(shared_data("niah", "PaulGrahamEssays.tar.gz")) as archive:
+        archive.extractall(tmp_path, filter="data")
+    joined = shared_data("niah", "paul_graham_essays_concat.txt").read_text(encoding="utf-8")
+    assert read_haystack(tmp_path / "PaulGrahamEssays") == joined
+
+
+def test_the_default_haystack_is_the_essays_dataset_from_the_mirror(shared_data):
+    assert resolve(ESSAYS) == shared_data("niah", "paul_graham_essays_concat.txt")   # the mirror's one file
+    assert Haystack.for_kind("n", ByteTokenizer()).sentences                          # found by key

@@ -59,6 +59,7 @@ class Dataset:
     path: str                    # what the key resolves to, relative to the data root
     files: tuple[DataFile, ...]
     note: str = ""               # e.g. why a mirror stands in for the publisher's own URL
+    mirror: DataFile | None = None   # a mirror may hold the dataset as this one file instead (e.g. joined)
 
     @property
     def size(self) -> int | None:
@@ -72,7 +73,8 @@ def registry() -> dict[str, Dataset]:
     text = resources.files("titans_seq.data").joinpath("datasets.yaml").read_text()
     entries = yaml.safe_load(text)
     return {key: Dataset(key=key, description=e["description"], licence=e["licence"], source=e["source"],
-                         path=e["path"], files=tuple(DataFile(**f) for f in e["files"]), note=e.get("note", ""))
+                         path=e["path"], files=tuple(DataFile(**f) for f in e["files"]), note=e.get("note", ""),
+                         mirror=DataFile(url="", **e["mirror"]) if "mirror" in e else None)
             for key, e in entries.items()}
 
 
@@ -107,10 +109,16 @@ def _complete(path: Path, file: DataFile) -> bool:
 
 
 def locate(dataset: Dataset) -> Path | None:
-    """The data root holding every file of ``dataset`` (the mirror first, then the cache), or None."""
-    for root in (mirror_dir(), cache_dir()):
-        if root is not None and all(_complete(root / f.path, f) for f in dataset.files):
-            return root
+    """Where ``dataset`` is complete: in the mirror (in the registry's layout or as its one mirror file),
+    else in the cache; None when in neither."""
+    mirror = mirror_dir()
+    if mirror is not None:
+        if all(_complete(mirror / f.path, f) for f in dataset.files):
+            return mirror / dataset.path
+        if dataset.mirror is not None and _complete(mirror / dataset.mirror.path, dataset.mirror):
+            return mirror / dataset.mirror.path
+    if all(_complete(cache_dir() / f.path, f) for f in dataset.files):
+        return cache_dir() / dataset.path
     return None
 
 
@@ -121,11 +129,11 @@ def resolve(key: str, progressbar: bool = False) -> Path:
 
 def resolve_dataset(dataset: Dataset, progressbar: bool = False) -> Path:
     """:func:`resolve` for a :class:`Dataset` (a registered one, or one of your own)."""
-    root = locate(dataset)
-    if root is None:
-        root = cache_dir()
-        missing = [f for f in dataset.files if not _complete(root / f.path, f)]
-        _download(dataset, missing, root, progressbar)
+    found = locate(dataset)
+    if found is not None:
+        return found
+    root = cache_dir()
+    _download(dataset, [f for f in dataset.files if not _complete(root / f.path, f)], root, progressbar)
     return root / dataset.path
 
 
@@ -219,8 +227,13 @@ def verify(keys: list[str] | None = None) -> list[FileCheck]:
     checks = []
     for key in keys or list(registry()):
         dataset = get_dataset(key)
-        for file in dataset.files:
-            roots = [r for r in (mirror_dir(), cache_dir()) if r is not None and (r / file.path).is_file()]
+        mirror = mirror_dir()
+        if dataset.mirror is not None and mirror is not None and (mirror / dataset.mirror.path).is_file():
+            files = [dataset.mirror]                   # the mirror holds the one file that stands for the rest
+        else:
+            files = dataset.files
+        for file in files:
+            roots = [r for r in (mirror, cache_dir()) if r is not None and (r / file.path).is_file()]
             if not roots:
                 checks.append(FileCheck(key, None, "missing"))
                 continue
