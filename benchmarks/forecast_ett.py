@@ -35,7 +35,8 @@ def run(args: argparse.Namespace) -> list[dict]:
             for seed in args.seeds:
                 name = f"{model}/h{horizon}/seed-{seed}"
                 print(f"== {Path(args.data).stem} L={args.lookback} {name}", flush=True)
-                recipe = load_recipe(args.recipe, [f"data.path={resolve_path(args.data)}", f"task.lookback={args.lookback}",
+                recipe = load_recipe(args.recipe, [f"data.path={resolve_path(args.data)}",
+                                                   f"task.lookback={args.lookback}",
                                                    f"task.horizon={horizon}", f"run.seed={seed}",
                                                    f"run.out_dir={args.out}", f"run.name={name}",
                                                    *MODELS[model], *args.overrides])

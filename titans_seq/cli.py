@@ -50,9 +50,8 @@ def _bench(args: argparse.Namespace) -> None:
         seeds = [int(seed) for seed in args.seeds.split(",")] if args.seeds else None
     except ValueError:
         raise UserError(f"--seeds {args.seeds!r}: give whole numbers separated by commas") from None
-    table = run_suite(Path(args.suite), Path(args.out) if args.out else None, variants, seeds, args.overrides,
-                      args.name)
-    print(table)
+    print(run_suite(Path(args.suite), Path(args.out) if args.out else None, variants, seeds, args.overrides,
+                    args.name, args.jobs, args.dry_run))
 
 
 def _demo(args: argparse.Namespace) -> None:
@@ -162,8 +161,12 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--out", help="where to write the JSON record (default: beside the checkpoint)")
     evaluate.set_defaults(run=_eval)
 
-    bench = commands.add_parser("bench", help="run a grid of variants x recipes x seeds and tabulate it")
-    bench.add_argument("suite", help="a suite file, e.g. recipes/suites/recall.yaml")
+    bench = commands.add_parser("bench", help="run a grid of recipes x datasets x axes x variants x seeds, "
+                                              "and tabulate it")
+    bench.add_argument("suite", help="a suite file, or a packaged suite's name, e.g. gue_cpu")
+    bench.add_argument("--jobs", type=int, default=1, help="runs trained at once, each in its own process pinned to "
+                                                          "its share of the cores")
+    bench.add_argument("--dry-run", action="store_true", help="print the plan (runs, estimated time) and stop")
     bench.add_argument("--out", help="where to write the markdown table (default: beside the runs)")
     bench.add_argument("--variants", help="train only these variants' runs (comma-separated); finished runs "
                                           "of the others are still tabulated")

@@ -138,3 +138,34 @@ def test_bench_runs_each_recipe_on_each_dataset_of_its_axis(tmp_path, shared_dat
     assert [r["dataset"] for r in records] == ["mouse_0", "mine.csv"]
     assert (tmp_path / "axis" / "dna_mac" / "gue" / "mouse_0" / "swa" / "seed-0" / "test_results.json").is_file()
     assert (tmp_path / "axis" / "dna_mac" / "mine.csv" / "swa" / "seed-0" / "test_results.json").is_file()
+
+
+def test_bench_groups_an_axis_jobs_and_the_plan(tmp_path, capsys):
+    rows = "".join(f"2024-01-01 {h // 60:02d}:{h % 60:02d}:00,{(h % 24) / 24:.4f}\n" for h in range(600))
+    (tmp_path / "series.csv").write_text("date,OT\n" + rows)
+    forecast = ["model.d_model=16", "model.n_layers=1", "model.n_heads=2", "task.lookback=32", "task.patch_len=8",
+                "task.stride=8", "train.max_steps=2", "train.batch_size=8", "train.eval_every=2"]
+    suite = tmp_path / "suite.yaml"
+    suite.write_text(json.dumps({
+        "name": "grid", "variants": ["mac"], "seeds": [0], "out_dir": str(tmp_path), "groups": [
+            {"name": "recall", "recipes": ["demo"], "metrics": ["accuracy"],
+             "overrides": [*TINY, "train.max_steps=2"], "minutes_per_run": 1.5},
+            {"name": "forecasting", "recipes": ["forecast"], "datasets": [str(tmp_path / "series.csv")],
+             "axes": {"task.horizon": [4, 8]}, "metrics": ["mse"], "overrides": forecast}]}))
+    assert main(["bench", str(suite), "--dry-run", "--jobs", "2"]) == 0
+    assert capsys.readouterr().out.splitlines() == [
+        "suite grid: 3 runs to train", "  recall: 1 runs = 1 columns x 1 variants x 1 seeds, about 2 CPU minutes",
+        "  forecasting: 2 runs = 2 columns x 1 variants x 1 seeds",
+        "estimated 0.0 h with --jobs 2 (2 runs have no estimate)", "0 of the suite's 3 runs finished before"]
+    assert main(["bench", str(suite), "--jobs", "2"]) == 0
+    table = (tmp_path / "grid" / "results.md").read_text()
+    assert "## recall\n" in table and "## forecasting\n" in table
+    column = f"forecast@{tmp_path / 'series.csv'} task.horizon=8"
+    assert f"| {column} params | {column} mse |" in table
+    records = [json.loads(line) for line in (tmp_path / "grid" / "records.jsonl").read_text().splitlines()]
+    assert [(r["group"], r["column"]["settings"]) for r in records] == [
+        ("recall", {}), ("forecasting", {"task.horizon": 4}), ("forecasting", {"task.horizon": 8})]
+    assert (tmp_path / "grid" / "forecast" / "series.csv" / "horizon-8" / "mac" / "seed-0" / "bench.log").is_file()
+    capsys.readouterr()
+    assert main(["bench", str(suite), "--dry-run"]) == 0
+    assert capsys.readouterr().out.splitlines()[-1] == "3 of the suite's 3 runs finished before"

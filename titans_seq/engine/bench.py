@@ -1,56 +1,32 @@
-"""``titans-seq bench SUITE``: a grid of recipes x datasets x variants x seeds, tabulated as mean ± std.
+"""``titans-seq bench SUITE``: run a suite's grid (see :mod:`.suite`) and tabulate it as mean ± std.
 
 A run whose directory already holds test results of the same recipe (options added since it ran
 taking their defaults) is not trained again, so an interrupted suite resumes where it stopped, and
 a suite can be split across processes or machines (``--variants``, ``--seeds``) and tabulated by
-a last call that finds every run done.
+a last call that finds every run done. ``--jobs N`` trains N runs at a time, each in its own
+process pinned to its share of the cores.
 """
 from __future__ import annotations
 
 import json
+import os
 import statistics
-from dataclasses import dataclass, field
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from queue import Queue
 
-from omegaconf import OmegaConf
-from omegaconf.errors import OmegaConfBaseException
+from tqdm import tqdm
 
-from titans_seq.backbones import VARIANTS
-from titans_seq.data import is_dataset_key
-from titans_seq.errors import UserError
+from titans_seq.errors import TrainingError, UserError
 
 from .config import Recipe, load_recipe
 from .records import write_atomically
+from .suite import Group, Run, Suite, columns, describe_plan, load_suite, plan
 from .trainer import train
 
-BASELINES = ("transformer", "swa")
-
-
-@dataclass
-class Suite:
-    name: str = "suite"
-    recipes: list[str] = field(default_factory=list)       # one column group per recipe (task / dataset)
-    datasets: list[str] = field(default_factory=list)      # registry keys or paths: each recipe runs on each
-    variants: list[str] = field(default_factory=lambda: list(VARIANTS))
-    seeds: list[int] = field(default_factory=lambda: [0])
-    metrics: list[str] = field(default_factory=lambda: ["loss"])
-    overrides: list[str] = field(default_factory=list)     # applied to every run
-    variant_overrides: dict[str, list[str]] = field(default_factory=dict)   # e.g. to match parameter counts
-    out_dir: str = "runs"
-
-
-def load_suite(path: Path) -> Suite:
-    if not path.is_file():
-        raise UserError(f"suite {path} not found")
-    try:
-        suite = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(Suite), OmegaConf.load(path)))
-    except OmegaConfBaseException as error:
-        raise UserError(f"suite {path}: {str(error).splitlines()[0]}") from None
-    unknown = sorted((set(suite.variants) | set(suite.variant_overrides)) - set(VARIANTS))
-    if unknown or not suite.recipes or not suite.seeds:
-        raise UserError(f"suite {path}: needs recipes, seeds and variants among {', '.join(VARIANTS)}"
-                        + (f" (unknown: {', '.join(unknown)})" if unknown else ""))
-    return suite
+BASELINES = ("transformer", "swa")       # then the suite's models (cnn, dlinear, ...), then the Titans variants
 
 
 def _cell(values: list[float]) -> str:
@@ -68,40 +44,32 @@ def _metric(record: dict, name: str) -> float | None:
     return record["metrics"].get(name)
 
 
-def columns(suite: Suite) -> list[str]:
-    """The suite's column groups: each recipe, or each recipe on each of its datasets (``recipe@dataset``)."""
-    return [f"{recipe}@{dataset}" for recipe in suite.recipes for dataset in suite.datasets] or list(suite.recipes)
-
-
-def _column_overrides(column: str) -> list[str]:
-    if "@" not in column:
-        return []
-    source = column.split("@", 1)[1]
-    return ([f"data.dataset={source}", "data.path=null"] if is_dataset_key(source) else [f"data.path={source}"])
-
-
-def _run_folder(column: str) -> str:
-    recipe, _, source = column.partition("@")
-    return recipe if not source else f"{recipe}/{source if is_dataset_key(source) else Path(source).name}"
-
-
-def results_table(records: list[dict], suite: Suite) -> str:
-    """Markdown: a row per variant (baselines first), a column per recipe (on a dataset) and metric, mean ± std."""
-    header = ["model"] + [f"{recipe} {column}" for recipe in columns(suite)
-                          for column in ["params", *suite.metrics]]
+def results_table(records: list[dict], group: Group, variants: list[str], models: dict | None = None) -> str:
+    """Markdown: a row per variant or model (baselines first), a column per column of the group and metric."""
+    labels = [column.label for column in columns(group)]
+    header = ["model"] + [f"{label} {name}" for label in labels for name in ["params", *group.metrics]]
     rows = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    ordered = [v for v in BASELINES if v in suite.variants] + [v for v in suite.variants if v not in BASELINES]
+    first = [*BASELINES, *(models or {})]
+    ordered = [v for v in first if v in variants] + [v for v in variants if v not in first]
     for variant in ordered:
         cells = [variant]
-        for recipe in columns(suite):
-            runs = [r for r in records if r["recipe"] == recipe and r["variant"] == variant]
+        for label in labels:
+            runs = [r for r in records if r["recipe"] == label and r["model"] == variant]
             cells.append(f"{runs[0]['parameters'] / 1e6:.2f}M" if runs else "—")
             cells.extend(_cell([value for r in runs if (value := _metric(r, metric)) is not None])
-                         for metric in suite.metrics)
+                         for metric in group.metrics)
         rows.append("| " + " | ".join(cells) + " |")
+    return "\n".join(rows)
+
+
+def suite_tables(records: list[dict], suite: Suite) -> str:
+    """Every group's table, under its name when there are several."""
     seeds = ", ".join(str(s) for s in sorted({r["seed"] for r in records}))
-    return "\n".join(rows) + (f"\n\nTest metrics (`val_` ones: the selected checkpoint's validation metrics), "
-                              f"mean ± std over the n seeds run (of seeds {seeds or 'none'}).\n")
+    parts = [(f"## {group.name}\n\n" if len(suite.groups) > 1 else "")
+             + results_table([r for r in records if r["group"] == group.name], group, suite.variants, suite.models)
+             for group in suite.groups]
+    return "\n\n".join(parts) + (f"\n\nTest metrics (`val_` ones: the selected checkpoint's validation metrics), "
+                                 f"mean ± std over the n seeds run (of seeds {seeds or 'none'}).\n")
 
 
 def finished_record(recipe: Recipe) -> dict | None:
@@ -128,12 +96,38 @@ def _what_runs(recipe: Recipe) -> dict:
     return values
 
 
+def _core_shares(jobs: int) -> Queue:
+    """``jobs`` disjoint sets of this process's cores, one per concurrent run."""
+    cores = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else list(range(os.cpu_count() or 1))
+    size = max(1, len(cores) // jobs)
+    shares: Queue = Queue()
+    for job in range(jobs):
+        shares.put(cores[job * size:(job + 1) * size] or cores[-size:])
+    return shares
+
+
+def _train_in_process(run: Run, recipe: Recipe, cores: list[int]) -> dict:
+    """Train one run in its own ``titans-seq train`` process on ``cores``; its output goes to bench.log."""
+    recipe.run_dir.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, "OMP_NUM_THREADS": str(len(cores))}
+    command = [sys.executable, "-m", "titans_seq.cli", "train", run.column.recipe, *run.overrides]
+    pin = (lambda: os.sched_setaffinity(0, cores)) if hasattr(os, "sched_setaffinity") else None
+    with (recipe.run_dir / "bench.log").open("w") as log:
+        code = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT, env=env, preexec_fn=pin).returncode
+    record = finished_record(recipe)
+    if code != 0 or record is None:
+        raise TrainingError(f"run {recipe.run_dir} failed (exit {code}); see {recipe.run_dir / 'bench.log'}")
+    return record
+
+
 def run_suite(path: Path, out: Path | None = None, variants: list[str] | None = None,
-              seeds: list[int] | None = None, overrides: list[str] | None = None, name: str | None = None) -> str:
-    """Train and test the (recipe, variant, seed) runs of a suite not done yet; tabulate every finished one.
+              seeds: list[int] | None = None, overrides: list[str] | None = None, name: str | None = None,
+              jobs: int = 1, dry_run: bool = False) -> str:
+    """Train and test the runs of a suite not done yet; tabulate every finished one.
 
     ``variants`` and ``seeds`` restrict which runs this call may train (default: all of the suite's);
     ``overrides`` are added to every run's, and ``name`` replaces the suite's (and so its folder).
+    ``jobs`` runs train at once in separate processes; ``dry_run`` returns the plan instead.
     """
     suite = load_suite(path)
     suite.overrides, suite.name = [*suite.overrides, *(overrides or [])], name or suite.name
@@ -141,23 +135,44 @@ def run_suite(path: Path, out: Path | None = None, variants: list[str] | None = 
         if asked is not None and not set(asked) <= set(known):
             raise UserError(f"--{what} {','.join(map(str, asked))}: the suite's {what} are "
                             f"{', '.join(map(str, known))}")
+    if jobs < 1:
+        raise UserError(f"--jobs {jobs}: give at least 1")
+    runs = plan(suite)
+    recipes = {run: load_recipe(run.column.recipe, list(run.overrides)) for run in runs}   # all checked first
+    finished = {run: record for run in runs if (record := finished_record(recipes[run])) is not None}
+    todo = [run for run in runs if run not in finished and (variants is None or run.variant in variants)
+            and (seeds is None or run.seed in seeds)]
+    if dry_run:
+        return describe_plan(suite, todo, jobs) + f"\n{len(finished)} of the suite's {len(runs)} runs finished before"
+    for run in finished:
+        print(f"== {run.column.label} / {run.variant} / seed {run.seed}: done before, results reused", flush=True)
+    progress = tqdm(total=len(todo), desc=suite.name, unit="run", file=sys.stderr, disable=not todo)
+    if jobs == 1:
+        for run in todo:
+            print(f"== {run.column.label} / {run.variant} / seed {run.seed}", flush=True)
+            finished[run] = train(recipes[run])
+            progress.update()
+    else:
+        shares = _core_shares(jobs)
+
+        def train_one(run: Run) -> None:
+            cores = shares.get()
+            try:
+                finished[run] = _train_in_process(run, recipes[run], cores)
+            finally:
+                shares.put(cores)
+                progress.update()
+
+        with ThreadPoolExecutor(max_workers=jobs) as pool:
+            for future in [pool.submit(train_one, run) for run in todo]:
+                future.result()
+    progress.close()
+    records = [{**finished[run], "model": run.variant, "group": run.column.group, "recipe": run.column.label,
+                "column": {"recipe": run.column.recipe, "dataset": run.column.dataset,
+                           "settings": dict(run.column.settings)}, "run_dir": str(recipes[run].run_dir)}
+               for run in runs if run in finished]
     base = Path(suite.out_dir) / suite.name
-    runs = [(column, variant, seed) for column in columns(suite) for variant in suite.variants for seed in suite.seeds]
-    recipes = {run: load_recipe(run[0].split("@")[0], [
-        *suite.overrides, *suite.variant_overrides.get(run[1], []), *_column_overrides(run[0]),
-        f"model.variant={run[1]}", f"run.seed={run[2]}", f"run.out_dir={base}",
-        f"run.name={_run_folder(run[0])}/{run[1]}/seed-{run[2]}"]) for run in runs}   # all checked first
-    records = []
-    for (recipe_name, variant, seed), recipe in recipes.items():
-        record = finished_record(recipe)
-        if record is None and (variants is None or variant in variants) and (seeds is None or seed in seeds):
-            print(f"== {recipe_name} / {variant} / seed {seed}", flush=True)
-            record = train(recipe)
-        elif record is not None:
-            print(f"== {recipe_name} / {variant} / seed {seed}: done before, results reused", flush=True)
-        if record is not None:
-            records.append({**record, "recipe": recipe_name})
     write_atomically(base / "records.jsonl", "".join(json.dumps(r) + "\n" for r in records))
-    table = results_table(records, suite)
+    table = suite_tables(records, suite)
     write_atomically(out or base / "results.md", f"# {suite.name}\n\n{table}")
     return table
