@@ -66,7 +66,8 @@ def suite_tables(records: list[dict], suite: Suite) -> str:
     """Every group's table, under its name when there are several."""
     seeds = ", ".join(str(s) for s in sorted({r["seed"] for r in records}))
     parts = [(f"## {group.name}\n\n" if len(suite.groups) > 1 else "")
-             + results_table([r for r in records if r["group"] == group.name], group, suite.variants, suite.models)
+             + results_table([r for r in records if r["group"] == group.name], group, group.variants or suite.variants,
+                             suite.models)
              for group in suite.groups]
     return "\n\n".join(parts) + (f"\n\nTest metrics (`val_` ones: the selected checkpoint's validation metrics), "
                                  f"mean ± std over the n seeds run (of seeds {seeds or 'none'}).\n")
@@ -131,7 +132,8 @@ def run_suite(path: Path, out: Path | None = None, variants: list[str] | None = 
     """
     suite = load_suite(path)
     suite.overrides, suite.name = [*suite.overrides, *(overrides or [])], name or suite.name
-    for asked, known, what in ((variants, suite.variants, "variants"), (seeds, suite.seeds, "seeds")):
+    rows = list(dict.fromkeys([*suite.variants, *(v for group in suite.groups for v in group.variants)]))
+    for asked, known, what in ((variants, rows, "variants"), (seeds, suite.seeds, "seeds")):
         if asked is not None and not set(asked) <= set(known):
             raise UserError(f"--{what} {','.join(map(str, asked))}: the suite's {what} are "
                             f"{', '.join(map(str, known))}")

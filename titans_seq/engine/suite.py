@@ -42,6 +42,7 @@ class Group:
     axes: dict[str, list[Any]] = field(default_factory=dict)   # recipe keys -> values, crossed with each other
     metrics: list[str] = field(default_factory=lambda: ["loss"])
     overrides: list[str] = field(default_factory=list)     # this group's runs
+    variants: list[str] = field(default_factory=list)      # this group's rows; empty: the suite's
     minutes_per_run: float = 0.0                            # a CPU estimate for --dry-run; 0: unknown
 
 
@@ -124,7 +125,8 @@ def load_suite(path: Path) -> Suite:
     if not suite.groups:
         suite.groups = [Group(recipes=suite.recipes, datasets=suite.datasets, axes=suite.axes, metrics=suite.metrics,
                               minutes_per_run=suite.minutes_per_run)]
-    unknown = sorted((set(suite.variants) | set(suite.variant_overrides)) - set(VARIANTS) - set(suite.models))
+    rows = set(suite.variants).union(*(group.variants for group in suite.groups))
+    unknown = sorted((rows | set(suite.variant_overrides)) - set(VARIANTS) - set(suite.models))
     if unknown or not suite.seeds or not all(group.recipes for group in suite.groups):
         raise UserError(f"suite {path}: needs recipes, seeds and variants among {', '.join(VARIANTS)} or its models"
                         + (f" (unknown: {', '.join(unknown)})" if unknown else ""))
@@ -151,7 +153,7 @@ def plan(suite: Suite) -> list[Run]:
     runs = []
     for group in suite.groups:
         for column in columns(group):
-            for variant, seed in itertools.product(suite.variants, suite.seeds):
+            for variant, seed in itertools.product(group.variants or suite.variants, suite.seeds):
                 model = suite.models.get(variant, [f"model.variant={variant}"])
                 overrides = (*suite.overrides, *group.overrides, *suite.variant_overrides.get(variant, []),
                              *column.overrides(), *model, f"run.seed={seed}",
