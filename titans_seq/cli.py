@@ -54,21 +54,6 @@ def _bench(args: argparse.Namespace) -> None:
                     args.name, args.jobs, args.dry_run))
 
 
-def _demo(args: argparse.Namespace) -> None:
-    from titans_seq.engine.demo import run_demo
-
-    run_demo(args.overrides)
-
-
-def _forecast(args: argparse.Namespace) -> None:
-    from titans_seq.tasks.forecast.command import ForecastOptions, report, run_forecast
-
-    options = ForecastOptions(args.data, args.horizon, args.lookback, args.target or [], args.time_col, args.variant,
-                              args.quantiles or [], args.checkpoint, args.out, args.on_irregular, args.steps,
-                              args.overrides)
-    print(report(run_forecast(options), Path(args.data).stem))
-
-
 def _list(args: argparse.Namespace) -> None:
     from titans_seq.backbones import VARIANTS
     from titans_seq.engine.config import packaged_recipes
@@ -77,42 +62,6 @@ def _list(args: argparse.Namespace) -> None:
     print("recipes: " + ", ".join(sorted(packaged_recipes())))
     print("tasks:   " + ", ".join(task_names()))
     print("variants: " + ", ".join(VARIANTS))
-
-
-def _generate(args: argparse.Namespace) -> None:
-    from titans_seq.tasks.lm.commands import generate_command
-
-    print(generate_command(args.checkpoint, args.prompt, args.input_file, args.max_new_tokens, args.temperature,
-                           args.top_k, args.top_p, args.seed, args.device))
-
-
-def _niah(args: argparse.Namespace) -> None:
-    from titans_seq.tasks.lm.commands import niah_command, parse_list
-
-    kinds, lengths = parse_list(args.kinds, str, "--kinds"), parse_list(args.lengths, int, "--lengths")
-    print(niah_command(args.checkpoint, kinds, lengths, parse_list(args.depths, float, "--depths"), args.samples,
-                       args.seed, args.haystack, args.out, args.device))
-
-
-def _babilong(args: argparse.Namespace) -> None:
-    from titans_seq.tasks.lm.commands import babilong_command, parse_list
-
-    print(babilong_command(args.checkpoint, args.data, parse_list(args.tasks, str, "--tasks"),
-                           parse_list(args.lengths, str, "--lengths"), args.samples, args.device))
-
-
-def _tokenizer(args: argparse.Namespace) -> None:
-    from titans_seq.tasks.lm.commands import tokenizer_command
-
-    print(tokenizer_command(args.corpus, args.vocab_size, args.out, args.text_field))
-
-
-def _lm_eval(args: argparse.Namespace) -> None:
-    from titans_seq.tasks.lm.commands import parse_list
-    from titans_seq.tasks.lm.harness import evaluate_harness
-
-    print(evaluate_harness(args.checkpoint, parse_list(args.tasks, str, "--tasks"), args.num_fewshot, args.limit,
-                           args.include_path, args.out, args.device))
 
 
 def _data(args: argparse.Namespace) -> int | None:
@@ -175,87 +124,19 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("overrides", nargs="*", help="recipe overrides for every run, e.g. train.max_steps=3000")
     bench.set_defaults(run=_bench)
 
-    demo = commands.add_parser("demo", help="train a small Titans model on built-in data for about a minute")
-    demo.add_argument("overrides", nargs="*", help="key=value overrides of the demo recipe")
-    demo.set_defaults(run=_demo)
-
-    forecast = commands.add_parser("forecast", help="train on a series file (or load a checkpoint), test, forecast "
-                                                    "beyond its end: CSV + plot")
-    forecast.add_argument("--data", required=True, help="a CSV, TSV or Parquet file with a time column, or a "
-                                                        "dataset key such as ett/ETTm1")
-    forecast.add_argument("--horizon", type=int, help="steps to forecast (default 96, or the checkpoint's)")
-    forecast.add_argument("--lookback", type=int, help="past steps the model sees (default 512, or the checkpoint's)")
-    forecast.add_argument("--target", action="append", help="a column to model (repeatable); default: every column")
-    forecast.add_argument("--time-col", help="the time column, when it is not found by type or name")
-    forecast.add_argument("--variant", help="mac (default), mag, mal, lmm, transformer, swa or dlinear")
-    forecast.add_argument("--quantiles", type=float, nargs="+", help="train quantile forecasts, e.g. 0.1 0.5 0.9")
-    forecast.add_argument("--checkpoint", help="a trained model folder (e.g. OUT/model/best): skip training")
-    forecast.add_argument("--out", default="forecast", help="folder for forecast.csv, forecast.png and the model")
-    forecast.add_argument("--on-irregular", default="stop", choices=["stop", "fill"],
-                          help="duplicate or missing timestamps: stop (default), or keep the first and fill gaps")
-    forecast.add_argument("--steps", type=int, default=300, help="training steps")
-    forecast.add_argument("overrides", nargs="*", help="recipe overrides, e.g. model.d_model=128")
-    forecast.set_defaults(run=_forecast)
-
     data = commands.add_parser("data", help="the registered datasets: list, fetch, verify, or print a local path")
     data.add_argument("action", choices=["list", "fetch", "verify", "path"])
     data.add_argument("keys", nargs="*", help="dataset keys, e.g. ett/ETTm1 gue/prom_core_notata (verify: default all)")
     data.set_defaults(run=_data)
 
+    from titans_seq.engine.registry import task_commands
+
+    for add_commands in task_commands():       # the tasks' own: demo, forecast, generate, niah, ...
+        add_commands(commands)
+
     listing = commands.add_parser("list", help="show packaged recipes, tasks and model variants")
     listing.set_defaults(run=_list)
 
-    generate = commands.add_parser("generate", help="write text with a trained language model, or score a file")
-    generate.add_argument("--checkpoint", required=True, help="a checkpoint directory, e.g. runs/NAME/best")
-    generate.add_argument("--prompt", default="", help="the text to continue")
-    generate.add_argument("--input-file", help="instead: stream this text file through the model, report bits/byte")
-    generate.add_argument("--max-new-tokens", type=int, default=200)
-    generate.add_argument("--temperature", type=float, default=1.0, help="0: greedy")
-    generate.add_argument("--top-k", type=int, default=0, help="sample among the k likeliest tokens; 0: all")
-    generate.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling mass; 1: all")
-    generate.add_argument("--seed", type=int, default=0)
-    generate.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    generate.set_defaults(run=_generate)
-
-    niah = commands.add_parser("niah", help="single-needle-in-a-haystack accuracy of a language model")
-    niah.add_argument("--checkpoint", required=True, help="a checkpoint directory, e.g. runs/NAME/best")
-    niah.add_argument("--kinds", default="pk,n,w", help="pk (pass key in noise), n (number), w (UUID) in essays")
-    niah.add_argument("--lengths", default="2K,4K,8K,16K", help="prompt lengths in tokens, e.g. 2K,4K,65536")
-    niah.add_argument("--depths", default="0,0.25,0.5,0.75,1", help="needle depths, fractions of the haystack")
-    niah.add_argument("--samples", type=int, default=4, help="prompts per length and depth")
-    niah.add_argument("--seed", type=int, default=0)
-    niah.add_argument("--haystack", default="niah/paul_graham_essays",
-                      help="the essays the n and w needles hide in: a text file or a dataset key")
-    niah.add_argument("--out", help="where to write niah.md, niah.png, results.jsonl (default: beside the checkpoint)")
-    niah.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    niah.set_defaults(run=_niah)
-
-    babilong = commands.add_parser("babilong", help="BABILong accuracy of a language model (your BABILong files)")
-    babilong.add_argument("--checkpoint", required=True, help="a checkpoint directory, e.g. runs/NAME/best")
-    babilong.add_argument("--data", required=True, help="the folder of RMT-team/babilong: DATA/4k/qa1-*.parquet ...")
-    babilong.add_argument("--tasks", default="qa1,qa2,qa3,qa4,qa5")
-    babilong.add_argument("--lengths", default="0k,1k,2k,4k", help="the length folders to read")
-    babilong.add_argument("--samples", type=int, default=0, help="samples per task and length; 0: all")
-    babilong.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    babilong.set_defaults(run=_babilong)
-
-    tokenizer = commands.add_parser("tokenizer", help="train a byte-level BPE tokenizer on a corpus")
-    tokenizer.add_argument("corpus", help="a text file, a folder of them, or a .jsonl file")
-    tokenizer.add_argument("--vocab-size", type=int, default=8192)
-    tokenizer.add_argument("--out", required=True, help="the tokenizers .json file to write")
-    tokenizer.add_argument("--text-field", default="text", help="the JSONL field holding the text")
-    tokenizer.set_defaults(run=_tokenizer)
-
-    harness = commands.add_parser("lm-eval", help="score a language model on lm-evaluation-harness tasks "
-                                                  "(needs: pip install 'titans-seq[harness]')")
-    harness.add_argument("--checkpoint", required=True, help="a checkpoint directory, e.g. runs/NAME/best")
-    harness.add_argument("--tasks", required=True, help="harness task names, e.g. piqa,hellaswag,arc_easy")
-    harness.add_argument("--num-fewshot", type=int, help="examples in each prompt (default: the task's)")
-    harness.add_argument("--limit", type=float, help="documents per task (a fraction if < 1); for a quick look")
-    harness.add_argument("--include-path", help="a folder of your own task YAMLs")
-    harness.add_argument("--out", help="where to write the results as JSON")
-    harness.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    harness.set_defaults(run=_lm_eval)
     return parser
 
 

@@ -169,3 +169,25 @@ def test_bench_groups_an_axis_jobs_and_the_plan(tmp_path, capsys):
     capsys.readouterr()
     assert main(["bench", str(suite), "--dry-run"]) == 0
     assert capsys.readouterr().out.splitlines()[-1] == "3 of the suite's 3 runs finished before"
+
+
+@pytest.mark.parametrize("suite", ["paper_cpu", "paper", "ett", "gue_cpu"])
+def test_a_packaged_suite_plans_every_family(suite, capsys):
+    assert main(["bench", suite, "--seeds", "0", "--dry-run", "--jobs", "2"]) == 0
+    plan = capsys.readouterr().out.splitlines()
+    assert plan[0].startswith(f"suite {suite}: ") and plan[-2].startswith("estimated ")
+    if suite.startswith("paper"):
+        assert [line.split(":")[0].strip() for line in plan[1:5]] == ["language", "passkey", "dna", "forecasting"]
+
+
+def test_a_failing_run_is_reported_and_the_grid_goes_on(tmp_path, capsys):
+    suite = tmp_path / "suite.yaml"
+    suite.write_text(json.dumps({"name": "partly", "variants": ["mac"], "out_dir": str(tmp_path), "groups": [
+        {"name": "dna", "recipes": ["dna_mac"], "datasets": [str(tmp_path / "missing.csv")], "metrics": ["mcc"]},
+        {"name": "recall", "recipes": ["demo"], "metrics": ["accuracy"], "overrides": [*TINY, "train.max_steps=2"]}]}))
+    assert main(["bench", str(suite)]) == 1
+    out, err = capsys.readouterr()
+    assert "missing.csv / mac / seed 0 failed: " in out
+    assert err.strip().splitlines()[-1].startswith("titans-seq: 1 of 2 runs failed, the rest are tabulated in ")
+    assert "| mac | 0." in (tmp_path / "partly" / "results.md").read_text().split("## recall")[1]
+    assert (tmp_path / "partly" / "report.md").is_file()

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import statistics
 import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
@@ -23,41 +22,25 @@ from titans_seq.errors import TrainingError, UserError
 
 from .config import Recipe, load_recipe
 from .records import write_atomically
+from .report import cell, metric_value, model_order, summary, write_report
 from .suite import Group, Run, Suite, columns, describe_plan, load_suite, plan
 from .trainer import train
 
-BASELINES = ("transformer", "swa")       # then the suite's models (cnn, dlinear, ...), then the Titans variants
 
 
-def _cell(values: list[float]) -> str:
-    if not values:
-        return "—"
-    if len(values) == 1:
-        return f"{values[0]:.4f} (n=1)"
-    return f"{statistics.mean(values):.4f} ± {statistics.stdev(values):.4f} (n={len(values)})"
-
-
-def _metric(record: dict, name: str) -> float | None:
-    """A test metric, or with a ``val_`` prefix the best checkpoint's validation metric."""
-    if name.startswith("val_") and name not in record["metrics"]:
-        return record.get("val_metrics", {}).get(name[4:])
-    return record["metrics"].get(name)
-
-
-def results_table(records: list[dict], group: Group, variants: list[str], models: dict | None = None) -> str:
+def results_table(records: list[dict], group: Group, variants: list[str]) -> str:
     """Markdown: a row per variant or model (baselines first), a column per column of the group and metric."""
     labels = [column.label for column in columns(group)]
     header = ["model"] + [f"{label} {name}" for label in labels for name in ["params", *group.metrics]]
     rows = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    first = [*BASELINES, *(models or {})]
-    ordered = [v for v in first if v in variants] + [v for v in variants if v not in first]
-    for variant in ordered:
+    for variant in model_order(set(variants)):
         cells = [variant]
         for label in labels:
             runs = [r for r in records if r["recipe"] == label and r["model"] == variant]
             cells.append(f"{runs[0]['parameters'] / 1e6:.2f}M" if runs else "—")
-            cells.extend(_cell([value for r in runs if (value := _metric(r, metric)) is not None])
-                         for metric in group.metrics)
+            for metric in group.metrics:
+                values = [value for r in runs if (value := metric_value(r, metric)) is not None]
+                cells.append(cell(summary(values) if values else None))
         rows.append("| " + " | ".join(cells) + " |")
     return "\n".join(rows)
 
@@ -66,8 +49,8 @@ def suite_tables(records: list[dict], suite: Suite) -> str:
     """Every group's table, under its name when there are several."""
     seeds = ", ".join(str(s) for s in sorted({r["seed"] for r in records}))
     parts = [(f"## {group.name}\n\n" if len(suite.groups) > 1 else "")
-             + results_table([r for r in records if r["group"] == group.name], group, group.variants or suite.variants,
-                             suite.models)
+             + results_table([r for r in records if r["group"] == group.name], group,
+                             group.variants or suite.variants)
              for group in suite.groups]
     return "\n\n".join(parts) + (f"\n\nTest metrics (`val_` ones: the selected checkpoint's validation metrics), "
                                  f"mean ± std over the n seeds run (of seeds {seeds or 'none'}).\n")
@@ -149,25 +132,31 @@ def run_suite(path: Path, out: Path | None = None, variants: list[str] | None = 
     for run in finished:
         print(f"== {run.column.label} / {run.variant} / seed {run.seed}: done before, results reused", flush=True)
     progress = tqdm(total=len(todo), desc=suite.name, unit="run", file=sys.stderr, disable=not todo)
+    failed: dict[Run, str] = {}
+    shares = _core_shares(jobs)
+
+    def train_one(run: Run) -> None:
+        """Train one run; a run that fails is noted and the grid goes on."""
+        cores = shares.get()
+        try:
+            if jobs == 1:
+                print(f"== {run.column.label} / {run.variant} / seed {run.seed}", flush=True)
+                finished[run] = train(recipes[run])
+            else:
+                finished[run] = _train_in_process(run, recipes[run], cores)
+        except (UserError, TrainingError) as error:
+            failed[run] = str(error)
+            print(f"== {run.column.label} / {run.variant} / seed {run.seed} failed: {error}", flush=True)
+        finally:
+            shares.put(cores)
+            progress.update()
+
     if jobs == 1:
         for run in todo:
-            print(f"== {run.column.label} / {run.variant} / seed {run.seed}", flush=True)
-            finished[run] = train(recipes[run])
-            progress.update()
+            train_one(run)
     else:
-        shares = _core_shares(jobs)
-
-        def train_one(run: Run) -> None:
-            cores = shares.get()
-            try:
-                finished[run] = _train_in_process(run, recipes[run], cores)
-            finally:
-                shares.put(cores)
-                progress.update()
-
         with ThreadPoolExecutor(max_workers=jobs) as pool:
-            for future in [pool.submit(train_one, run) for run in todo]:
-                future.result()
+            list(pool.map(train_one, todo))
     progress.close()
     records = [{**finished[run], "model": run.variant, "group": run.column.group, "recipe": run.column.label,
                 "column": {"recipe": run.column.recipe, "dataset": run.column.dataset,
@@ -177,4 +166,8 @@ def run_suite(path: Path, out: Path | None = None, variants: list[str] | None = 
     write_atomically(base / "records.jsonl", "".join(json.dumps(r) + "\n" for r in records))
     table = suite_tables(records, suite)
     write_atomically(out or base / "results.md", f"# {suite.name}\n\n{table}")
-    return table
+    write_report(suite, records, base)
+    if failed:
+        raise TrainingError(f"{len(failed)} of {len(todo)} runs failed, the rest are tabulated in {base / 'report.md'}"
+                            f"; the first: {next(iter(failed.values()))}")
+    return table + f"\nreport: {base / 'report.md'} (figures in {base / 'figures'})"

@@ -1,15 +1,17 @@
 """The task registry: tasks register themselves; the engine finds them without naming any."""
 from __future__ import annotations
 
+import argparse
 import importlib
 import pkgutil
 from importlib.metadata import entry_points
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable
 
 if TYPE_CHECKING:
     from .task import Task
 
 _TASKS: dict[str, type[Task]] = {}
+_COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = []
 ENTRY_POINT_GROUP = "titans_seq.tasks"
 
 
@@ -19,6 +21,20 @@ def register_task(cls: type[Task]) -> type[Task]:
         raise ValueError(f"two tasks are registered as {cls.name!r}: {_TASKS[cls.name]} and {cls}")
     _TASKS[cls.name] = cls
     return cls
+
+
+def register_commands(add: Callable[[argparse._SubParsersAction], None]) -> Callable:
+    """Decorator: ``add(subparsers)`` adds a task's own ``titans-seq`` subcommands, each setting ``run``
+    (a function of the parsed arguments; it may return an exit code)."""
+    if add not in _COMMANDS:
+        _COMMANDS.append(add)
+    return add
+
+
+def task_commands() -> list[Callable[[argparse._SubParsersAction], None]]:
+    """Every registered task's command hook, built-in tasks and plugins alike."""
+    discover_tasks()
+    return list(_COMMANDS)
 
 
 def discover_tasks() -> None:

@@ -7,6 +7,7 @@ suite folder without training (:func:`report_from_folder`). Published figures co
 from __future__ import annotations
 
 import json
+import math
 import re
 import statistics
 from dataclasses import asdict, dataclass
@@ -25,9 +26,10 @@ from .suite import Column, Group, Suite, columns
 BASELINES = ("transformer", "swa")
 TITANS = ("lmm", "mac", "mag", "mal")
 LOWER_IS_BETTER = {"loss", "mse", "mae", "mse_original", "mae_original", "mase", "smape", "perplexity",
-                   "bits_per_byte", "bits_per_token"}
+                   "bits_per_byte"}
 AVERAGE = "average"   # an axis value: the figure averages over the axis's values (e.g. every horizon)
-PUBLISHED_STYLES = [("black", "--"), ("dimgray", ":"), ("saddlebrown", "-."), ("purple", "--"), ("darkgreen", ":")]
+PUBLISHED_STYLES = [("black", "--"), ("dimgray", ":"), ("saddlebrown", "-."), ("purple", "--"), ("darkgreen", ":"),
+                    ("darkred", "-."), ("navy", "--"), ("olive", ":")]
 
 
 @dataclass(frozen=True)
@@ -80,6 +82,11 @@ def metric_value(record: dict, name: str) -> float | None:
     return record["metrics"].get(name)
 
 
+def row(record: dict) -> str:
+    """A record's row: the suite's model label (bench's ``model``), else the backbone variant it ran."""
+    return record.get("model") or record["variant"]
+
+
 def model_order(labels: set[str]) -> list[str]:
     """Baselines first (transformer, swa, then models other than backbone variants), the Titans variants last."""
     others = sorted(labels - set(BASELINES) - set(TITANS))
@@ -93,12 +100,14 @@ def _better(metric: str, values: list[tuple[float, Any]]) -> tuple[float, Any] |
     return (min if metric in LOWER_IS_BETTER else max)(values, key=lambda pair: pair[0])
 
 
-def _summary(values: list[float]) -> dict:
+def summary(values: list[float]) -> dict:
+    """Mean, sample std (None for one value), n and the values."""
     return {"mean": statistics.mean(values), "std": statistics.stdev(values) if len(values) > 1 else None,
             "n": len(values), "values": values}
 
 
-def _cell(summary: dict | None) -> str:
+def cell(summary: dict | None) -> str:
+    """``mean ± std (n=k)``, ``x (n=1)``, or a dash."""
     if summary is None:
         return "—"
     if summary["std"] is None:
@@ -123,23 +132,23 @@ def _columns_and_members(group: Group, references: list[Reference]) -> list[tupl
 
 def _values(runs: list[dict], metric: str, members: int) -> list[float]:
     """Per seed (in order), the metric averaged over the member columns; seeds missing a member are left out."""
-    by_seed: dict[int, list[float]] = {}
+    by_seed: dict[int, dict[str, float]] = {}
     for run in runs:
         if (value := metric_value(run, metric)) is not None:
-            by_seed.setdefault(run["seed"], []).append(value)
-    return [statistics.mean(values) for _, values in sorted(by_seed.items()) if len(values) == members]
+            by_seed.setdefault(run["seed"], {})[run["recipe"]] = value
+    return [statistics.mean(values.values()) for _, values in sorted(by_seed.items()) if len(values) == members]
 
 
-def summarise(group: Group, records: list[dict], references: list[Reference]) -> list[dict]:
+def _summarise(group: Group, records: list[dict], references: list[Reference]) -> list[dict]:
     """Per column of the group: each model's summary per metric, the matching references, and the gaps."""
     result = []
     for column, members in _columns_and_members(group, references):
         labels = {member.label for member in members}
         runs = [r for r in records if r.get("group", column.group) == column.group and r.get("recipe") in labels]
         models: dict[str, dict] = {}
-        for model in model_order({r["variant"] for r in runs}):
-            mine = [r for r in runs if r["variant"] == model]
-            models[model] = {metric: _summary(values) for metric in group.metrics
+        for model in model_order({row(r) for r in runs}):
+            mine = [r for r in runs if row(r) == model]
+            models[model] = {metric: summary(values) for metric in group.metrics
                              if (values := _values(mine, metric, len(members)))}
         chosen = {metric: [ref for ref in references if ref.matches(column, metric)] for metric in group.metrics}
         gaps = {}
@@ -169,7 +178,7 @@ def _table(group: Group, summary: list[dict]) -> str:
     header = ["model", *(f"{column['label']} {metric}" for column, metric in cells)]
     rows = [header, ["---"] * len(header)]
     models = model_order({m for column in summary for m in column["models"]})
-    rows += [[model, *(_cell(column["models"].get(model, {}).get(metric)) for column, metric in cells)]
+    rows += [[model, *(cell(column["models"].get(model, {}).get(metric)) for column, metric in cells)]
              for model in models]
     published = {(ref["model"], _source(ref)): None for column in summary
                  for refs in column["references"].values() for ref in refs}
@@ -181,8 +190,8 @@ def _table(group: Group, summary: list[dict]) -> str:
                       if r["model"] == model and _source(r) == where]
             row.append(f"{values[0]:.4f}" if values else "—")
         rows.append(row)
-    for kind, title in (("titans", "gap: best Titans − published Titans"),
-                        ("baseline", "gap: best Titans − best published baseline")):
+    for kind, title in (("titans", "gap: our best Titans − published Titans"),
+                        ("baseline", "gap: our best Titans − best published baseline")):
         row = [title] + [f"{gap[kind]['gap']:+.4f} ({gap['model']} vs {gap[kind]['model']})"
                          if kind in (gap := column["gaps"].get(metric, {})) else "—" for column, metric in cells]
         if any(cell != "—" for cell in row[1:]):
@@ -204,25 +213,30 @@ def _save(figure: Figure, path: Path) -> None:
 def _bar_chart(group: Group, summary: list[dict], metric: str, path: Path) -> None:
     """Each model's mean ± std per column, the published figures as horizontal marks across their column."""
     models = model_order({m for column in summary for m in column["models"] if metric in column["models"][m]})
-    figure = Figure(figsize=(max(5.0, 1.2 * len(summary) * max(len(models), 1) / 3), 3.8))
+    words = [column["label"].split(" ") for column in summary]
+    shared = [word for word in words[0] if all(word in other for other in words)]
+    ticks = [("\n".join(w for w in label if w not in shared) or " ".join(label)).replace("@", "@\n") for label in words]
+    widest = max(len(line) for tick in ticks for line in tick.splitlines())
+    figure = Figure(figsize=(max(4.0, max(0.5 + 0.3 * len(models), 0.065 * widest) * len(summary)), 3.6))
     axes = figure.subplots()
     width = 0.8 / max(len(models), 1)
     for index, model in enumerate(models):
-        stats = [column["models"].get(model, {}).get(metric) for column in summary]
+        stats = [column["models"].get(model, {}).get(metric) for column in summary]   # None: not run, no bar
         axes.bar([x - 0.4 + width * (index + 0.5) for x in range(len(summary))],
-                 [s["mean"] if s else 0.0 for s in stats], width, yerr=[(s["std"] or 0.0) if s else 0.0 for s in stats],
-                 capsize=2, label=model)
+                 [st["mean"] if st else math.nan for st in stats], width,
+                 yerr=[(st["std"] or 0.0) if st else math.nan for st in stats], capsize=2, label=model)
     styles: dict[str, tuple[str, str]] = {}   # a colour and a dash per published model, labelled once
     for x, column in enumerate(summary):
         for ref in column["references"].get(metric, []):
             name = f"{ref['model']} (published)"
             label = None if name in styles else name
             colour, dash = styles.setdefault(name, PUBLISHED_STYLES[len(styles) % len(PUBLISHED_STYLES)])
-            axes.hlines(ref["value"], x - 0.45, x + 0.45, colors=colour, linestyles=dash, linewidth=1.5, label=label)
-    axes.set_xticks(range(len(summary)), [column["label"].replace(" ", "\n") for column in summary], fontsize=7)
+            axes.hlines(ref["value"], x - 0.45, x + 0.45, colors=colour, linestyles="-" if ref["titans"] else dash,
+                        linewidth=2.0 if ref["titans"] else 1.5, label=label)
+    axes.set_xticks(range(len(summary)), ticks, fontsize=7)
     axes.set_ylabel(metric)
-    axes.set_title(f"{group.name}: {metric}")
-    axes.legend(fontsize=7)
+    axes.set_title(f"{group.name}: {metric}" + (f" ({' '.join(shared)})" if shared else ""), fontsize=9)
+    axes.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     _save(figure, path)
 
 
@@ -235,8 +249,8 @@ def _learning_curves(group: Group, summary: list[dict], path: Path) -> bool:
     panels = figure.subplots((len(summary) + 2) // 3, min(len(summary), 3), squeeze=False).flatten()
     drawn = False
     for axes, column in zip(panels, summary):
-        for model in model_order({r["variant"] for r in column["runs"]}):
-            run = min((r for r in column["runs"] if r["variant"] == model), key=lambda r: r["seed"])
+        for model in model_order({row(r) for r in column["runs"]}):
+            run = min((r for r in column["runs"] if row(r) == model), key=lambda r: r["seed"])
             log = Path(run.get("run_dir", "")) / "metrics.jsonl"
             if not run.get("run_dir") or not log.is_file():
                 continue
@@ -266,10 +280,11 @@ def write_report(suite: Suite, records: list[dict], folder: Path,
     references = load_references() if references is None else references
     parts, results = [f"# {suite.name}\n"], {"suite": suite.name, "groups": {}}
     for group in suite.groups:
-        summary = summarise(group, records, references)
+        summary = _summarise(group, records, references)
         parts += [f"## {group.name}\n", _table(group, summary).rstrip() + "\n",
-                  "Test metrics (`val_` ones: the selected checkpoint's validation metrics), mean ± sample "
-                  "standard deviation over the n seeds run; published figures in our units.\n"]
+                  ("Test metrics (`val_` ones: the selected checkpoint's validation metrics), mean ± sample "
+                   "standard deviation over the n seeds run; published figures in our units. A gap is the mean of "
+                   "our best Titans variant (lmm, mac, mag, mal) less the published figure.\n")]
         for metric in group.metrics:
             if any(metric in models for column in summary for models in column["models"].values()):
                 name = _file_name(group.name, metric)

@@ -43,6 +43,7 @@ class Group:
     metrics: list[str] = field(default_factory=lambda: ["loss"])
     overrides: list[str] = field(default_factory=list)     # this group's runs
     variants: list[str] = field(default_factory=list)      # this group's rows; empty: the suite's
+    variant_overrides: dict[str, list[str]] = field(default_factory=dict)   # after the suite's
     minutes_per_run: float = 0.0                            # a CPU estimate for --dry-run; 0: unknown
 
 
@@ -126,7 +127,8 @@ def load_suite(path: Path) -> Suite:
         suite.groups = [Group(recipes=suite.recipes, datasets=suite.datasets, axes=suite.axes, metrics=suite.metrics,
                               minutes_per_run=suite.minutes_per_run)]
     rows = set(suite.variants).union(*(group.variants for group in suite.groups))
-    unknown = sorted((rows | set(suite.variant_overrides)) - set(VARIANTS) - set(suite.models))
+    rows |= set(suite.variant_overrides).union(*(group.variant_overrides for group in suite.groups))
+    unknown = sorted(rows - set(VARIANTS) - set(suite.models))
     if unknown or not suite.seeds or not all(group.recipes for group in suite.groups):
         raise UserError(f"suite {path}: needs recipes, seeds and variants among {', '.join(VARIANTS)} or its models"
                         + (f" (unknown: {', '.join(unknown)})" if unknown else ""))
@@ -156,7 +158,7 @@ def plan(suite: Suite) -> list[Run]:
             for variant, seed in itertools.product(group.variants or suite.variants, suite.seeds):
                 model = suite.models.get(variant, [f"model.variant={variant}"])
                 overrides = (*suite.overrides, *group.overrides, *suite.variant_overrides.get(variant, []),
-                             *column.overrides(), *model, f"run.seed={seed}",
+                             *group.variant_overrides.get(variant, []), *column.overrides(), *model, f"run.seed={seed}",
                              f"run.out_dir={Path(suite.out_dir) / suite.name}",
                              f"run.name={column.folder}/{variant}/seed-{seed}")
                 runs.append(Run(column, variant, seed, overrides, group.minutes_per_run))

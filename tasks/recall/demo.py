@@ -1,9 +1,9 @@
 """``titans-seq demo``: a minute of training on built-in associative-recall data, before and after."""
 from __future__ import annotations
 
-from .config import load_recipe
-from .distributed import init_process
-from .trainer import Trainer, evaluate
+from titans_seq.engine.config import load_recipe
+from titans_seq.engine.distributed import init_process
+from titans_seq.engine.trainer import Trainer, evaluate
 
 DEMO_RECIPE = "demo"
 
