@@ -2,8 +2,6 @@
 from __future__ import annotations
 
 import argparse
-import importlib
-import pkgutil
 from importlib.metadata import entry_points
 from typing import TYPE_CHECKING, Callable
 
@@ -38,11 +36,12 @@ def task_commands() -> list[Callable[[argparse._SubParsersAction], None]]:
 
 
 def discover_tasks() -> None:
-    """Import every module of the ``titans_seq.tasks`` package and of third-party entry points."""
-    package = importlib.import_module("titans_seq.tasks")
-    for module in pkgutil.walk_packages(package.__path__, prefix="titans_seq.tasks."):
-        importlib.import_module(module.name)
-    for point in entry_points(group=ENTRY_POINT_GROUP):
+    """Load every module of the entry-point group: the built-in tasks' and any plugin's, alike."""
+    points = entry_points(group=ENTRY_POINT_GROUP)
+    if not points:
+        raise RuntimeError(f"no {ENTRY_POINT_GROUP!r} entry points: titans_seq is not installed "
+                           "(pip install -e . registers its tasks)")
+    for point in points:
         point.load()
 
 
