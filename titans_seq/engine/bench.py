@@ -1,4 +1,7 @@
-"""``titans-seq bench SUITE``: a grid of recipes x datasets x variants x seeds, tabulated as mean ± std.
+"""``titans-seq bench SUITE``: a grid of recipes x datasets x models x seeds, tabulated as mean ± std.
+
+The models (the table's rows) are backbone variants, and baselines that swap the backbone out
+(a row name, and the overrides that choose it, e.g. ``cnn: [task.architecture=cnn]``).
 
 A run whose directory already holds test results of the same recipe (options added since it ran
 taking their defaults) is not trained again, so an interrupted suite resumes where it stopped, and
@@ -36,6 +39,7 @@ class Suite:
     metrics: list[str] = field(default_factory=lambda: ["loss"])
     overrides: list[str] = field(default_factory=list)     # applied to every run
     variant_overrides: dict[str, list[str]] = field(default_factory=dict)   # e.g. to match parameter counts
+    baselines: dict[str, list[str]] = field(default_factory=dict)   # rows without a backbone: name -> overrides
     out_dir: str = "runs"
 
 
@@ -50,7 +54,22 @@ def load_suite(path: Path) -> Suite:
     if unknown or not suite.recipes or not suite.seeds:
         raise UserError(f"suite {path}: needs recipes, seeds and variants among {', '.join(VARIANTS)}"
                         + (f" (unknown: {', '.join(unknown)})" if unknown else ""))
+    clash = sorted(set(suite.baselines) & set(VARIANTS))
+    if clash:
+        raise UserError(f"suite {path}: baselines {', '.join(clash)} are backbone variants; list them in variants")
     return suite
+
+
+def models(suite: Suite) -> list[str]:
+    """The table's models, in order: the suite's baselines, then transformer and swa, then the Titans variants."""
+    return [*suite.baselines, *(v for v in BASELINES if v in suite.variants),
+            *(v for v in suite.variants if v not in BASELINES)]
+
+
+def _row_overrides(suite: Suite, row: str) -> list[str]:
+    if row in suite.baselines:
+        return list(suite.baselines[row])
+    return [*suite.variant_overrides.get(row, []), f"model.variant={row}"]
 
 
 def _cell(values: list[float]) -> str:
@@ -86,12 +105,11 @@ def _run_folder(column: str) -> str:
 
 
 def results_table(records: list[dict], suite: Suite) -> str:
-    """Markdown: a row per variant (baselines first), a column per recipe (on a dataset) and metric, mean ± std."""
+    """Markdown: a row per model (baselines first), a column per recipe (on a dataset) and metric, mean ± std."""
     header = ["model"] + [f"{recipe} {column}" for recipe in columns(suite)
                           for column in ["params", *suite.metrics]]
     rows = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    ordered = [v for v in BASELINES if v in suite.variants] + [v for v in suite.variants if v not in BASELINES]
-    for variant in ordered:
+    for variant in models(suite):
         cells = [variant]
         for recipe in columns(suite):
             runs = [r for r in records if r["recipe"] == recipe and r["variant"] == variant]
@@ -130,22 +148,23 @@ def _what_runs(recipe: Recipe) -> dict:
 
 def run_suite(path: Path, out: Path | None = None, variants: list[str] | None = None,
               seeds: list[int] | None = None, overrides: list[str] | None = None, name: str | None = None) -> str:
-    """Train and test the (recipe, variant, seed) runs of a suite not done yet; tabulate every finished one.
+    """Train and test the (recipe, model, seed) runs of a suite not done yet; tabulate every finished one.
 
-    ``variants`` and ``seeds`` restrict which runs this call may train (default: all of the suite's);
-    ``overrides`` are added to every run's, and ``name`` replaces the suite's (and so its folder).
+    ``variants`` (models: variants or baselines) and ``seeds`` restrict which runs this call may
+    train (default: all of the suite's); ``overrides`` are added to every run's, and ``name``
+    replaces the suite's (and so its folder).
     """
     suite = load_suite(path)
     suite.overrides, suite.name = [*suite.overrides, *(overrides or [])], name or suite.name
-    for asked, known, what in ((variants, suite.variants, "variants"), (seeds, suite.seeds, "seeds")):
+    for asked, known, what in ((variants, models(suite), "variants"), (seeds, suite.seeds, "seeds")):
         if asked is not None and not set(asked) <= set(known):
             raise UserError(f"--{what} {','.join(map(str, asked))}: the suite's {what} are "
                             f"{', '.join(map(str, known))}")
     base = Path(suite.out_dir) / suite.name
-    runs = [(column, variant, seed) for column in columns(suite) for variant in suite.variants for seed in suite.seeds]
+    runs = [(column, variant, seed) for column in columns(suite) for variant in models(suite) for seed in suite.seeds]
     recipes = {run: load_recipe(run[0].split("@")[0], [
-        *suite.overrides, *suite.variant_overrides.get(run[1], []), *_column_overrides(run[0]),
-        f"model.variant={run[1]}", f"run.seed={run[2]}", f"run.out_dir={base}",
+        *suite.overrides, *_row_overrides(suite, run[1]), *_column_overrides(run[0]),
+        f"run.seed={run[2]}", f"run.out_dir={base}",
         f"run.name={_run_folder(run[0])}/{run[1]}/seed-{run[2]}"]) for run in runs}   # all checked first
     records = []
     for (recipe_name, variant, seed), recipe in recipes.items():
@@ -156,6 +175,9 @@ def run_suite(path: Path, out: Path | None = None, variants: list[str] | None = 
         elif record is not None:
             print(f"== {recipe_name} / {variant} / seed {seed}: done before, results reused", flush=True)
         if record is not None:
+            if record["variant"] != variant:
+                raise UserError(f"suite {path}: the runs of row {variant!r} report the model {record['variant']!r}; "
+                                "name the row after it")
             records.append({**record, "recipe": recipe_name})
     write_atomically(base / "records.jsonl", "".join(json.dumps(r) + "\n" for r in records))
     table = results_table(records, suite)
