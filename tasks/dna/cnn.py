@@ -23,7 +23,7 @@ from .tokenizer import PAD
 @dataclass
 class CNNConfig:
     embedding_dim: int = 100          # token embedding width (as Genomic Benchmarks)
-    channels: list[int] = field(default_factory=lambda: [64, 64, 64])  # one block per entry (theirs: 16, 8, 4 before a flatten)
+    channels: list[int] = field(default_factory=lambda: [64, 64, 64])  # one block each (theirs: 16, 8, 4, flattened)
     kernel_size: int = 8              # tokens per convolution window (as theirs)
     hidden: int = 512                 # the dense head's hidden width (as theirs)
 

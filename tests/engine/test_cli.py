@@ -138,3 +138,30 @@ def test_bench_runs_each_recipe_on_each_dataset_of_its_axis(tmp_path, shared_dat
     assert [r["dataset"] for r in records] == ["mouse_0", "mine.csv"]
     assert (tmp_path / "axis" / "dna_mac" / "gue" / "mouse_0" / "swa" / "seed-0" / "test_results.json").is_file()
     assert (tmp_path / "axis" / "dna_mac" / "mine.csv" / "swa" / "seed-0" / "test_results.json").is_file()
+
+
+def test_bench_puts_a_baseline_without_a_backbone_in_its_own_first_row(tmp_path, capsys):
+    table = tmp_path / "gc.csv"
+    table.write_text("sequence,label\n" + "".join(f"{('AT', 'CG')[i % 2] * 8},{i % 2}\n" for i in range(40)))
+    small = ("model.d_model=16, model.n_layers=1, model.n_heads=2, train.max_steps=1, train.batch_size=8, "
+             "train.eval_every=1")
+    cnn = "[task.architecture=cnn, 'task.cnn.channels=[4,4,4]', task.cnn.hidden=8]"
+    suite = tmp_path / "suite.yaml"
+    suite.write_text(f"name: rows\nrecipes: [dna_mac]\ndatasets: [{table}]\nvariants: [swa]\n"
+                     f"baselines: {{cnn: {cnn}}}\nseeds: [0]\nmetrics: [mcc]\nout_dir: {tmp_path}\n"
+                     f"overrides: [{small}]\n")
+    assert main(["bench", str(suite), "--variants", "cnn"]) == 0
+    rows = [line for line in (tmp_path / "rows" / "results.md").read_text().splitlines() if line.startswith("| ")]
+    assert rows[1].startswith("| cnn |") and rows[1].endswith("(n=1) |") and rows[2] == "| swa | — | — |"
+    saved = tmp_path / "rows" / "dna_mac" / "gc.csv" / "cnn" / "seed-0" / "config.yaml"
+    assert "architecture: cnn" in saved.read_text() and "channels:\n    - 4\n" in saved.read_text()
+    capsys.readouterr()
+    assert main(["bench", str(suite)]) == 0
+    assert "cnn / seed 0: done before, results reused" in capsys.readouterr().out
+    records = [json.loads(line) for line in (tmp_path / "rows" / "records.jsonl").read_text().splitlines()]
+    assert [r["variant"] for r in records] == ["cnn", "swa"] and records[0]["parameters"] != records[1]["parameters"]
+    for baselines, message in (("{conv: " + cnn + "}", "the runs of row 'conv' report the model 'cnn'"),
+                               ("{swa: [task.architecture=cnn]}", "baselines swa are backbone variants")):
+        suite.write_text(suite.read_text().replace(f"{{cnn: {cnn}}}", baselines).replace("name: rows", "name: bad"))
+        assert main(["bench", str(suite)]) == 2 and message in capsys.readouterr().err
+        suite.write_text(suite.read_text().replace(baselines, f"{{cnn: {cnn}}}").replace("name: bad", "name: rows"))
