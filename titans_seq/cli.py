@@ -162,11 +162,11 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--out", help="where to write the JSON record (default: beside the checkpoint)")
     evaluate.set_defaults(run=_eval)
 
-    bench = commands.add_parser("bench", help="run a grid of variants x recipes x seeds and tabulate it")
+    bench = commands.add_parser("bench", help="run a grid of models x recipes x seeds and tabulate it")
     bench.add_argument("suite", help="a suite file, e.g. recipes/suites/recall.yaml")
     bench.add_argument("--out", help="where to write the markdown table (default: beside the runs)")
-    bench.add_argument("--variants", help="train only these variants' runs (comma-separated); finished runs "
-                                          "of the others are still tabulated")
+    bench.add_argument("--variants", help="train only these models' runs (variants or the suite's baselines, "
+                                          "comma-separated); finished runs of the others are still tabulated")
     bench.add_argument("--seeds", help="train only these seeds' runs (comma-separated)")
     bench.add_argument("--name", help="the suite's name, and so its folder under out_dir (default: the file's)")
     bench.add_argument("overrides", nargs="*", help="recipe overrides for every run, e.g. train.max_steps=3000")
