@@ -22,6 +22,8 @@ from .tokenizer import PAD
 
 @dataclass
 class CNNConfig:
+    """The CNN's sizes (``task.cnn.*`` in a recipe)."""
+
     embedding_dim: int = 100          # token embedding width (as Genomic Benchmarks)
     channels: list[int] = field(default_factory=lambda: [64, 64, 64])  # one block each (theirs: 16, 8, 4, flattened)
     kernel_size: int = 8              # tokens per convolution window (as theirs)
