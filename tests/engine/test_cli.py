@@ -2,10 +2,12 @@
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
 from titans_seq.cli import main
+from titans_seq.engine.bench import load_suite, models
 
 from .test_trainer import TINY
 
@@ -165,3 +167,10 @@ def test_bench_puts_a_baseline_without_a_backbone_in_its_own_first_row(tmp_path,
         suite.write_text(suite.read_text().replace(f"{{cnn: {cnn}}}", baselines).replace("name: rows", "name: bad"))
         assert main(["bench", str(suite)]) == 2 and message in capsys.readouterr().err
         suite.write_text(suite.read_text().replace(baselines, f"{{cnn: {cnn}}}").replace("name: bad", "name: rows"))
+
+
+@pytest.mark.parametrize("name", ["gue_cpu", "gue"])
+def test_the_gue_suites_have_the_cnn_as_their_first_row(name):
+    suite = load_suite(Path(__file__).resolve().parents[2] / "recipes" / "suites" / f"{name}.yaml")
+    assert models(suite) == ["cnn", "transformer", "swa", "lmm", "mac", "mag", "mal"]
+    assert suite.baselines == {"cnn": ["task.architecture=cnn"]}
