@@ -161,7 +161,8 @@ def run_suite(path: Path, out: Path | None = None, variants: list[str] | None = 
             raise UserError(f"--{what} {','.join(map(str, asked))}: the suite's {what} are "
                             f"{', '.join(map(str, known))}")
     base = Path(suite.out_dir) / suite.name
-    runs = [(column, variant, seed) for column in columns(suite) for variant in models(suite) for seed in suite.seeds]
+    runs = [(column, variant, seed) for column in columns(suite) for variant in [*suite.baselines, *suite.variants]
+            for seed in suite.seeds]
     recipes = {run: load_recipe(run[0].split("@")[0], [
         *suite.overrides, *_row_overrides(suite, run[1]), *_column_overrides(run[0]),
         f"run.seed={run[2]}", f"run.out_dir={base}",
