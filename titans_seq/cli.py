@@ -117,8 +117,8 @@ def build_parser() -> argparse.ArgumentParser:
                                                           "its share of the cores")
     bench.add_argument("--dry-run", action="store_true", help="print the plan (runs, estimated time) and stop")
     bench.add_argument("--out", help="where to write the markdown table (default: beside the runs)")
-    bench.add_argument("--variants", help="train only these variants' runs (comma-separated); finished runs "
-                                          "of the others are still tabulated")
+    bench.add_argument("--variants", help="train only these rows' runs (variants or the suite's models, "
+                                          "comma-separated); finished runs of the others are still tabulated")
     bench.add_argument("--seeds", help="train only these seeds' runs (comma-separated)")
     bench.add_argument("--name", help="the suite's name, and so its folder under out_dir (default: the file's)")
     bench.add_argument("overrides", nargs="*", help="recipe overrides for every run, e.g. train.max_steps=3000")

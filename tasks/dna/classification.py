@@ -1,11 +1,12 @@
-"""DNA sequence classification: labelled sequences in, Backbone over bases or k-mers, pooled head, MCC and friends.
+"""DNA sequence classification: labelled sequences in, Backbone (or the CNN baseline) over bases or k-mers,
+pooled head, MCC and friends.
 
 The sequences come from a table or table folder, or are cut from a genome (``data.genome``) by
 a BED file, a Genomic Benchmarks interval CSV or an interval folder.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable
 
@@ -22,21 +23,25 @@ from titans_seq.engine.registry import register_task
 from titans_seq.engine.task import Task
 from titans_seq.errors import TrainingError, UserError
 
+from .cnn import DNACNN, CNNConfig, check_cnn_config
 from .intervals import reverse_complement
 from .labelled_intervals import read_labelled_intervals
+from .pooling import POOLINGS, pool
 from .tables import LabelledSequences, read_labelled
 from .tokenizer import PAD, DNATokenizer, reverse_complement_tokens
 
-POOLINGS = ("mean", "max", "last")
+ARCHITECTURES = ("backbone", "cnn")
 
 
 @dataclass
 class DNAClassificationConfig:
     name: str = "dna_classification"
+    architecture: str = "backbone"   # backbone: the model.variant Backbone | cnn: the Genomic Benchmarks CNN (task.cnn)
     pooling: str = "mean"            # mean | max | last: how token states become one sequence vector
     k: int = 1                       # bases per token: 1, or non-overlapping k-mers
     rc_augment: bool = True          # train on the reverse complement of a random half of each batch
     rc_average: bool = False         # at evaluation, average the logits of a sequence and its reverse complement
+    cnn: CNNConfig = field(default_factory=CNNConfig)   # the CNN's sizes (architecture cnn; model.* is then unused)
 
 
 @dataclass
@@ -78,16 +83,7 @@ class SequenceClassifier(nn.Module):
         self.head = nn.Linear(config.d_model, n_classes)
 
     def forward(self, ids: Tensor) -> Tensor:
-        states = self.backbone(self.embed(ids))
-        real = (ids != PAD).unsqueeze(-1)
-        if self.pooling == "mean":
-            pooled = (states * real).sum(1) / real.sum(1).clamp(min=1)
-        elif self.pooling == "max":
-            pooled = states.masked_fill(~real, float("-inf")).amax(1)
-        else:
-            last = real.squeeze(-1).sum(1).clamp(min=1) - 1
-            pooled = states[torch.arange(len(ids), device=ids.device), last]
-        return self.head(pooled)
+        return self.head(pool(self.backbone(self.embed(ids)), ids != PAD, self.pooling))
 
 
 @register_task
@@ -98,8 +94,12 @@ class DNAClassificationTask(Task):
 
     def __init__(self, config: DNAClassificationConfig, data: DNAClassificationData):
         super().__init__(config, data)
+        if config.architecture not in ARCHITECTURES:
+            raise UserError(f"task.architecture={config.architecture!r}: choose one of {', '.join(ARCHITECTURES)}")
         if config.pooling not in POOLINGS:
             raise UserError(f"task.pooling={config.pooling!r} is not one of {', '.join(POOLINGS)}")
+        if config.architecture == "cnn":
+            check_cnn_config(config.cnn)
         self.tokenizer = DNATokenizer(config.k)
         self.dataset_name = Path(self.data.path).name
         self.splits = self._load_splits()
@@ -155,7 +155,12 @@ class DNAClassificationTask(Task):
         """The token ids of the reverse complements of a batch's sequences."""
         return batch[1] if len(batch) == 3 else reverse_complement_tokens(batch[0], self.tokenizer.k)
 
+    def model_label(self, variant: str) -> str:
+        return "cnn" if self.config.architecture == "cnn" else variant
+
     def build_model(self, model_config: TitansConfig) -> nn.Module:
+        if self.config.architecture == "cnn":
+            return DNACNN(self.tokenizer.vocab_size, len(self.classes), self.config.cnn, self.config.pooling)
         return SequenceClassifier(self.tokenizer.vocab_size, len(self.classes), model_config, self.config.pooling)
 
     def loss(self, model: nn.Module, batch) -> Tensor:

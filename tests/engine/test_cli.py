@@ -2,10 +2,12 @@
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
 from titans_seq.cli import main
+from titans_seq.engine.suite import load_suite
 
 from .test_trainer import TINY
 
@@ -191,3 +193,36 @@ def test_a_failing_run_is_reported_and_the_grid_goes_on(tmp_path, capsys):
     assert err.strip().splitlines()[-1].startswith("titans-seq: 1 of 2 runs failed, the rest are tabulated in ")
     assert "| mac | 0." in (tmp_path / "partly" / "results.md").read_text().split("## recall")[1]
     assert (tmp_path / "partly" / "report.md").is_file()
+
+
+def test_bench_gives_a_model_without_a_backbone_its_own_row(tmp_path, capsys):
+    table = tmp_path / "gc.csv"
+    table.write_text("sequence,label\n" + "".join(f"{('AT', 'CG')[i % 2] * 8},{i % 2}\n" for i in range(40)))
+    small = ("model.d_model=16, model.n_layers=1, model.n_heads=2, train.max_steps=1, train.batch_size=8, "
+             "train.eval_every=1")
+    cnn = "[task.architecture=cnn, 'task.cnn.channels=[4,4,4]', task.cnn.hidden=8]"
+    suite = tmp_path / "suite.yaml"
+    suite.write_text(f"name: rows\nrecipes: [dna_mac]\ndatasets: [{table}]\nvariants: [cnn, swa]\n"
+                     f"models: {{cnn: {cnn}}}\nseeds: [0]\nmetrics: [mcc]\nout_dir: {tmp_path}\n"
+                     f"overrides: [{small}]\n")
+    assert main(["bench", str(suite), "--variants", "cnn"]) == 0
+    rows = [line for line in (tmp_path / "rows" / "results.md").read_text().splitlines() if line.startswith("| ")]
+    assert rows[1] == "| swa | — | — |" and rows[2].startswith("| cnn |") and rows[2].endswith("(n=1) |")
+    saved = tmp_path / "rows" / "dna_mac" / "gc.csv" / "cnn" / "seed-0" / "config.yaml"
+    assert "architecture: cnn" in saved.read_text() and "channels:\n    - 4\n" in saved.read_text()
+    capsys.readouterr()
+    assert main(["bench", str(suite)]) == 0
+    assert "cnn / seed 0: done before, results reused" in capsys.readouterr().out
+    records = [json.loads(line) for line in (tmp_path / "rows" / "records.jsonl").read_text().splitlines()]
+    assert [(r["model"], r["variant"]) for r in records] == [("cnn", "cnn"), ("swa", "swa")]
+    assert records[0]["parameters"] != records[1]["parameters"]
+    suite.write_text(suite.read_text().replace(f"{{cnn: {cnn}}}", "{swa: [task.architecture=cnn]}"))
+    assert main(["bench", str(suite)]) == 2
+    assert "models swa are backbone variants" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("name", ["gue_cpu", "gue"])
+def test_the_gue_suites_have_the_cnn_row(name):
+    suite = load_suite(Path(name))
+    assert suite.variants == ["cnn", "transformer", "swa", "lmm", "mac", "mag", "mal"]
+    assert suite.models == {"cnn": ["task.architecture=cnn"]}

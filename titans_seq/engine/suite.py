@@ -132,6 +132,9 @@ def load_suite(path: Path) -> Suite:
     if unknown or not suite.seeds or not all(group.recipes for group in suite.groups):
         raise UserError(f"suite {path}: needs recipes, seeds and variants among {', '.join(VARIANTS)} or its models"
                         + (f" (unknown: {', '.join(unknown)})" if unknown else ""))
+    clash = sorted(set(suite.models) & set(VARIANTS))
+    if clash:
+        raise UserError(f"suite {path}: models {', '.join(clash)} are backbone variants; give them other names")
     for group in suite.groups:
         group.name = group.name or group.recipes[0]
         for recipe in group.recipes:
