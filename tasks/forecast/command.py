@@ -16,6 +16,7 @@ import torch
 from omegaconf import OmegaConf
 
 from titans_seq.backbones import VARIANTS
+from titans_seq.engine.checkpoint import read_checkpoint_config
 from titans_seq.engine.config import Recipe, build_recipe, load_recipe
 from titans_seq.engine.distributed import close_process, init_process
 from titans_seq.engine.errors import UserError
@@ -85,7 +86,7 @@ def checkpoint_recipe(options: ForecastOptions, checkpoint: Path) -> Recipe:
     config_file = checkpoint / "config.json"
     if not (checkpoint / "COMPLETE").is_file() or not config_file.is_file():
         raise UserError(f"--checkpoint {checkpoint}: not a complete checkpoint folder (e.g. FORECAST_OUT/model/best)")
-    saved = json.loads(config_file.read_text())
+    saved = read_checkpoint_config(checkpoint)
     if saved.get("task", {}).get("name") != ForecastTask.name:
         raise UserError(f"--checkpoint {checkpoint}: trained for task {saved.get('task', {}).get('name')!r}, "
                         "not forecasting")
