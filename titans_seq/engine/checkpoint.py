@@ -276,10 +276,10 @@ def _verify(directory: Path, name: str) -> Path:
     path, marker = directory / name, directory / COMPLETE
     if not path.is_file():
         raise _damaged(path, "the file is missing")
-    text = marker.read_text() if marker.is_file() else ""
-    if text.strip():
+    listed = marker.read_bytes() if marker.is_file() else b""
+    if listed.strip():
         try:
-            expected = json.loads(text)["sha256"][name]
+            expected = json.loads(listed)["sha256"][name]
         except (ValueError, KeyError, TypeError):
             raise _damaged(marker, f"it lists no digest for {name}") from None
         if _sha256(path) != expected:
