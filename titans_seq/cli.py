@@ -244,6 +244,9 @@ def main(argv: list[str] | None = None) -> int:
     except TrainingError as error:
         print(f"titans-seq: {error}", file=sys.stderr)
         return 1
+    except OSError as error:        # the machine, not the request: a full disk, a read-only folder
+        print(f"titans-seq: cannot go on: {error}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("titans-seq: interrupted", file=sys.stderr)
         return 130

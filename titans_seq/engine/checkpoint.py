@@ -66,7 +66,7 @@ def save_checkpoint(directory: str | Path, *, model: torch.nn.Module | None, opt
     tmp = Path(tempfile.mkdtemp(prefix=f"{TMP_PREFIX}{directory.name}-", dir=directory.parent))
     try:
         for name, tensors in tensor_files.items():
-            save_file(tensors, tmp / name)
+            _write_tensors(tensors, tmp / name)
         for name, text in texts.items():
             (tmp / name).write_text(text)
         for path in tmp.iterdir():
@@ -77,6 +77,9 @@ def save_checkpoint(directory: str | Path, *, model: torch.nn.Module | None, opt
         _fsync(tmp / COMPLETE)
         _fsync(tmp)
         _move_into_place(tmp, directory)
+    except OSError as error:      # named after the checkpoint, not the temporary that is gone
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise type(error)(error.errno, error.strerror, str(directory)) from error
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -254,6 +257,17 @@ def _read_tree(directory: Path, name: str) -> Any:
     tensor_file = f"{name}.safetensors"
     tensors = _read_tensors(directory, tensor_file) if (directory / tensor_file).is_file() else {}
     return _unflatten(_read_json(directory, f"{name}.json"), tensors)
+
+
+def _write_tensors(tensors: dict[str, Tensor], path: Path) -> None:
+    try:
+        save_file(tensors, path)
+    except SafetensorError as error:
+        # safetensors reports a failed write (a full disk) as its own error, the OS's number in the text
+        number = re.search(r"os error (\d+)", str(error))
+        if number is None:
+            raise
+        raise OSError(int(number.group(1)), os.strerror(int(number.group(1))), str(path)) from None
 
 
 def _sha256(path: Path) -> str:
