@@ -100,7 +100,8 @@ def _build_index(path: Path, fai: Path, gzi: Path | None) -> None:
         if tmp_gzi is not None:
             os.replace(tmp_gzi, gzi)
         os.replace(tmp_fai, fai)
-    except (pyfaidx.FastaIndexingError, ValueError, OSError) as exc:
+    # pyfaidx reports some malformed files (a record with no sequence at the end) as a bare RuntimeError
+    except (pyfaidx.FastaIndexingError, ValueError, OSError, RuntimeError) as exc:
         raise UserError(f"{path}: cannot index the FASTA file ({_one_line(exc)})") from None
     finally:
         for tmp in (tmp_fai, tmp_gzi):

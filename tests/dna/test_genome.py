@@ -225,6 +225,7 @@ def test_held_out_contigs_never_appear(tmp_path, contigs):
     (b"\x1f\x8b\x08\x00garbage-not-deflate", "gzip"),
     (b">a\nACGTACGT\nAC\nACGTACGT\n", "index"),            # ragged lines: pyfaidx cannot index it
     (b">a\nACGT\n>a\nACGT\n", "a"),                          # the same contig twice
+    (b">chr1\n\n\n>", "index"),                                 # a last record with no name (pyfaidx: RuntimeError)
 ])
 def test_invalid_fasta_is_a_one_line_user_error(tmp_path, content, says):
     path = tmp_path / "bad.fa"

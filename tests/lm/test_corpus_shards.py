@@ -75,6 +75,9 @@ def test_bad_corpora_are_user_errors(tmp_path):
     (tmp_path / "x.jsonl").write_text('{"body": "a"}\n')
     with pytest.raises(UserError, match="no 'text' field"):
         list(Corpus(str(tmp_path / "x.jsonl")).documents())
+    (tmp_path / "y.jsonl").write_bytes(b'{"text": "a"}\n{"text": "\xe9t\xe9"}\n')    # Latin-1, not UTF-8
+    with pytest.raises(UserError, match=r"y.jsonl line 2: not UTF-8 text \(byte 0xe9 at column 11\)"):
+        list(Corpus(str(tmp_path / "y.jsonl")).documents())
 
 
 def test_shards_are_cached_until_the_corpus_changes(tmp_path):
