@@ -121,8 +121,15 @@ def _print_record(record: dict) -> None:
     print(f"{record['task']} ({record['dataset']}, {record['split']}) {record['variant']}: {metrics}")
 
 
+class _Parser(argparse.ArgumentParser):
+    """Usage errors in one line, like every other error (the usage itself is one --help away)."""
+
+    def error(self, message: str):
+        self.exit(USER_ERROR, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="titans-seq", description="Titans neural long-term memory toolkit.")
+    parser = _Parser(prog="titans-seq", description="Titans neural long-term memory toolkit.")
     commands = parser.add_subparsers(dest="command", required=True)
 
     train = commands.add_parser("train", help="train the run a recipe describes")
@@ -229,9 +236,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args, extra = parser.parse_known_args(argv)   # overrides may come after options too
-    if extra and (not hasattr(args, "overrides") or any(e.startswith("-") for e in extra)):
-        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    try:
+        args, extra = parser.parse_known_args(argv)   # overrides may come after options too
+        if extra and (not hasattr(args, "overrides") or any(e.startswith("-") for e in extra)):
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    except SystemExit as stop:                        # a usage error (2), or --help (0)
+        return stop.code
     if extra:
         args.overrides = [*args.overrides, *extra]
     from titans_seq.engine.errors import TrainingError, UserError

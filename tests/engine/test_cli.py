@@ -120,3 +120,20 @@ def test_bench_reuses_a_run_saved_before_new_options_or_elsewhere_cached(tmp_pat
     assert finished_record(recipe) is None                      # a setting that changes the run
     (recipe.run_dir / "config.yaml").write_text("model: [")
     assert finished_record(recipe) is None                      # unreadable: trained again
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["train"], "titans-seq train: error: the following arguments are required: recipe"),
+    (["forecast", "--data", "x.csv", "--horizon", "soon"], "argument --horizon: invalid int value: 'soon'"),
+    (["fly"], "invalid choice: 'fly'"),
+    (["list", "--colour"], "unrecognized arguments: --colour"),
+])
+def test_usage_errors_are_one_line_and_returned_as_2(argv, message, capsys):
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1 and "--help" in err
+
+
+def test_help_returns_0(capsys):
+    assert main(["--help"]) == 0
+    assert "train" in capsys.readouterr().out
