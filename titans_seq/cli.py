@@ -125,7 +125,9 @@ class _Parser(argparse.ArgumentParser):
     """Usage errors in one line, like every other error (the usage itself is one --help away)."""
 
     def error(self, message: str):
-        self.exit(USER_ERROR, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+        from titans_seq.engine.errors import one_line
+
+        self.exit(USER_ERROR, f"{self.prog}: error: {one_line(message)} (see {self.prog} --help)\n")
 
 
 def build_parser() -> argparse.ArgumentParser:

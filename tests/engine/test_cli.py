@@ -127,6 +127,7 @@ def test_bench_reuses_a_run_saved_before_new_options_or_elsewhere_cached(tmp_pat
     (["forecast", "--data", "x.csv", "--horizon", "soon"], "argument --horizon: invalid int value: 'soon'"),
     (["fly"], "invalid choice: 'fly'"),
     (["list", "--colour"], "unrecognized arguments: --colour"),
+    (["list", "\r"], "unrecognized arguments: \\r"),                  # a line break, escaped (hypothesis)
 ])
 def test_usage_errors_are_one_line_and_returned_as_2(argv, message, capsys):
     assert main(argv) == 2

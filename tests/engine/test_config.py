@@ -71,6 +71,7 @@ def test_missing_recipe_and_base_cycles(tmp_path):
     ("task: [recall]\n", []),                                  # a section that is a list (found by hypothesis)
     ("task: {name: recall}\nmodel: 3\n", []),
     ("task: {name: recall}\n", ["model.d_model=${nowhere}"]),  # an interpolation of nothing
+    ("task: {name: recall}\ntrain: []\n", ["train.max_steps=1"]),   # an override into a list (hypothesis)
 ])
 def test_malformed_sections_and_interpolations_are_one_line(tmp_path, text, overrides):
     path = tmp_path / "recipe.yaml"

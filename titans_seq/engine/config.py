@@ -187,7 +187,7 @@ def _omegaconf_errors(source: str) -> Iterator[None]:
     """OmegaConf's remaining complaints (a section that is a list, an interpolation of nothing) as one line."""
     try:
         yield
-    except OmegaConfBaseException as error:
+    except (OmegaConfBaseException, TypeError) as error:   # merging a list into a section: a TypeError
         lines = str(error).splitlines()
         raise RecipeError(f"{source}: {lines[0] if lines else type(error).__name__}") from None
 
