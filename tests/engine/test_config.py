@@ -79,3 +79,10 @@ def test_malformed_sections_and_interpolations_are_one_line(tmp_path, text, over
     with pytest.raises(RecipeError) as error:
         load_recipe(str(path), overrides)
     assert str(path) in str(error.value) and len(str(error.value).splitlines()) == 1
+
+
+@pytest.mark.parametrize("override", ["train.max_steps=:", "train.max_steps=a\x00", "model.betas=[1,"])
+def test_an_override_that_is_not_yaml_is_named_in_one_line(override):   # found by hypothesis
+    with pytest.raises(RecipeError, match="is not valid YAML") as error:
+        load_recipe("demo", [override])
+    assert repr(override) in str(error.value) and len(str(error.value).splitlines()) == 1

@@ -165,10 +165,13 @@ def _parse_overrides(overrides: list[str]) -> DictConfig:
     for item in overrides:
         if "=" not in item or item.startswith("="):
             raise RecipeError(f"override {item!r} must look like key=value, e.g. train.max_steps=200")
-    try:
-        return OmegaConf.from_dotlist(overrides)
-    except OmegaConfBaseException as error:
-        raise RecipeError(f"cannot parse overrides {overrides}: {error}") from None
+    for item in overrides:    # each value is read as YAML, one by one, so that a bad one is named
+        try:
+            OmegaConf.from_dotlist([item])
+        except (OmegaConfBaseException, yaml.YAMLError) as error:
+            reason = getattr(error, "problem", None) or str(error).splitlines()[0]
+            raise RecipeError(f"override {item!r}: the value is not valid YAML ({reason})") from None
+    return OmegaConf.from_dotlist(overrides)
 
 
 def _valid_keys(schema: DictConfig, key: str) -> str:
