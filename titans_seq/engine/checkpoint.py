@@ -77,8 +77,11 @@ def save_checkpoint(directory: str | Path, *, model: torch.nn.Module | None, opt
         _fsync(tmp / COMPLETE)
         _fsync(tmp)
         _move_into_place(tmp, directory)
-    except OSError as error:      # named after the checkpoint, not the temporary that is gone
+    except OSError as error:
         shutil.rmtree(tmp, ignore_errors=True)
+        if error.errno is None:
+            raise
+        # named after the checkpoint, not the temporary that is gone
         raise type(error)(error.errno, error.strerror, str(directory)) from error
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
