@@ -41,3 +41,25 @@ def shared_data():
             pytest.skip(f"shared data not found: {path}")
         return path
     return locate
+
+
+def _snapshot(root: Path) -> dict[str, tuple]:
+    """Every entry under ``root``: its kind, size, mtime and (for a file) the sha256 of its bytes."""
+    import hashlib
+
+    entries = {}
+    for path in sorted(root.rglob("*")) if root.is_dir() else []:
+        info = path.lstat()
+        digest = hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else None
+        entries[str(path.relative_to(root))] = (info.st_mode, info.st_size, info.st_mtime_ns, digest)
+    return entries
+
+
+@pytest.fixture(scope="session", autouse=True)
+def shared_data_untouched():
+    """Fail the session when any test wrote into ../shared/data (whatever its permissions allow)."""
+    before = _snapshot(SHARED_DATA)
+    yield
+    after = _snapshot(SHARED_DATA)
+    changed = sorted(name for name in before.keys() | after.keys() if before.get(name) != after.get(name))
+    assert not changed, f"tests changed ../shared/data: {', '.join(changed[:10])}"

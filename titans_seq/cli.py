@@ -90,8 +90,17 @@ def _print_record(record: dict) -> None:
     print(f"{record['task']} ({record['dataset']}, {record['split']}) {record['variant']}: {metrics}")
 
 
+class _Parser(argparse.ArgumentParser):
+    """Usage errors in one line, like every other error (the usage itself is one --help away)."""
+
+    def error(self, message: str):
+        from titans_seq.errors import one_line
+
+        self.exit(USER_ERROR, f"{self.prog}: error: {one_line(message)} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="titans-seq", description="Titans neural long-term memory toolkit.")
+    parser = _Parser(prog="titans-seq", description="Titans neural long-term memory toolkit.")
     parser.add_argument("--data-dir", help="a local mirror of the datasets in the registry's layout, used before the "
                                            "cache and any download (default: $TITANS_SEQ_DATA)")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -142,9 +151,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args, extra = parser.parse_known_args(argv)   # overrides may come after options too
-    if extra and (not hasattr(args, "overrides") or any(e.startswith("-") for e in extra)):
-        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    try:
+        args, extra = parser.parse_known_args(argv)   # overrides may come after options too
+        if extra and (not hasattr(args, "overrides") or any(e.startswith("-") for e in extra)):
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
+        if args.command == "data" and args.action == "path" and len(args.keys) != 1:
+            parser.error("data path: give one dataset key")
+        if args.command == "data" and args.action == "fetch" and not args.keys:
+            parser.error("data fetch: give one or more dataset keys")
+    except SystemExit as stop:                        # a usage error (2), or --help (0)
+        return stop.code
     if extra:
         args.overrides = [*args.overrides, *extra]
     from titans_seq.data import MIRROR_ENV
@@ -152,10 +168,6 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.data_dir:
         os.environ[MIRROR_ENV] = args.data_dir   # read by the data registry here and in bench's child processes
-    if args.command == "data" and args.action == "path" and len(args.keys) != 1:
-        parser.error("data path: give one dataset key")
-    if args.command == "data" and args.action == "fetch" and not args.keys:
-        parser.error("data fetch: give one or more dataset keys")
     try:
         code = args.run(args)
     except (UserError, FileNotFoundError, NotADirectoryError) as error:
@@ -163,6 +175,9 @@ def main(argv: list[str] | None = None) -> int:
         return USER_ERROR
     except TrainingError as error:
         print(f"titans-seq: {error}", file=sys.stderr)
+        return 1
+    except OSError as error:        # the machine, not the request: a full disk, a read-only folder
+        print(f"titans-seq: cannot go on: {error}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("titans-seq: interrupted", file=sys.stderr)

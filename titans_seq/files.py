@@ -23,9 +23,19 @@ def write_atomically_with(path: str | os.PathLike, write: Callable[[str], None])
         write(tmp)
         os.chmod(tmp, _default_mode())
         os.replace(tmp, path)
+    except OSError as error:
+        Path(tmp).unlink(missing_ok=True)
+        raise _named(error, path) from error
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def _named(error: OSError, path: str | os.PathLike) -> OSError:
+    """``error``, naming ``path`` when it names no file (a full disk's ENOSPC from ``write`` does not)."""
+    if error.filename is not None or error.errno is None:
+        return error
+    return type(error)(error.errno, error.strerror, str(path))
 
 
 def write_atomically(path: str | os.PathLike, text: str) -> None:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import gzip
 import hashlib
 import os
-import stat
 import zlib
 from pathlib import Path
 from typing import Literal
@@ -60,15 +59,8 @@ def _sniff(path: Path) -> Literal["plain", "bgzip", "gzip"]:
     return kind
 
 
-def _writable_dir(folder: Path) -> bool:
-    # root passes os.access everywhere; a folder whose mode bits deny writing (shared read-only
-    # data) is meant to stay untouched, so the bits decide too
-    mode = folder.stat().st_mode
-    return os.access(folder, os.W_OK) and bool(mode & (stat.S_IWUSR | stat.S_IWGRP | stat.S_IWOTH))
-
-
 def default_index_dir() -> Path:
-    """Where indexes of FASTA files in read-only folders go: ``$XDG_CACHE_HOME/titans_seq/fai``."""
+    """Where FASTA indexes go: ``$XDG_CACHE_HOME/titans_seq/fai`` (default ``~/.cache/titans_seq/fai``)."""
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "titans_seq" / "fai"
 
 
@@ -77,9 +69,13 @@ def _fresh(index: Path, fasta: Path) -> bool:
 
 
 def _index_paths(path: Path, bgzip: bool, index_dir: Path | None) -> tuple[Path, Path | None]:
-    """(.fai, .gzi or None): beside the FASTA when fresh there or its folder is writable, else in index_dir."""
+    """(.fai, .gzi or None): a fresh index beside the FASTA (samtools faidx's), else one in index_dir.
+
+    Nothing is ever written beside the FASTA: a reference folder may be shared, read-only in
+    spirit if not in its mode bits (root writes anywhere), or watched by other tools.
+    """
     beside = (path.with_name(path.name + ".fai"), path.with_name(path.name + ".gzi") if bgzip else None)
-    if all(p is None or _fresh(p, path) for p in beside) or _writable_dir(path.parent):
+    if all(p is None or _fresh(p, path) for p in beside):
         return beside
     st = path.stat()
     # keyed by path, size and mtime: a changed FASTA gets a new index, never a stale one
@@ -88,8 +84,8 @@ def _index_paths(path: Path, bgzip: bool, index_dir: Path | None) -> tuple[Path,
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise UserError(f"{path}: its folder is read-only and the index folder {folder} cannot be made "
-                        f"({_one_line(exc)}); choose another index_dir") from None
+        raise UserError(f"{path}: the index folder {folder} cannot be made ({_one_line(exc)}); "
+                        f"choose another index_dir or XDG_CACHE_HOME") from None
     return folder / f"{key}.fai", folder / f"{key}.gzi" if bgzip else None
 
 
@@ -104,7 +100,8 @@ def _build_index(path: Path, fai: Path, gzi: Path | None) -> None:
         if tmp_gzi is not None:
             os.replace(tmp_gzi, gzi)
         os.replace(tmp_fai, fai)
-    except (pyfaidx.FastaIndexingError, ValueError, OSError) as exc:
+    # pyfaidx reports some malformed files (a record with no sequence at the end) as a bare RuntimeError
+    except (pyfaidx.FastaIndexingError, ValueError, OSError, RuntimeError) as exc:
         raise UserError(f"{path}: cannot index the FASTA file ({_one_line(exc)})") from None
     finally:
         for tmp in (tmp_fai, tmp_gzi):
@@ -180,8 +177,8 @@ def _indexable(path: Path, kind: str) -> bool:
 class Genome:
     """A reference genome read from a FASTA file (plain, bgzip or gzip); contigs keep file order.
 
-    The pyfaidx index (.fai, plus .gzi for bgzip) is kept beside the file when its folder is
-    writable, otherwise in ``index_dir`` (default ``default_index_dir()``).
+    A fresh pyfaidx index (.fai, plus .gzi for bgzip) beside the file is used; otherwise one is
+    built in ``index_dir`` (default ``default_index_dir()``), never beside the file.
     """
 
     def __init__(self, path: str | os.PathLike, *, index_dir: str | os.PathLike | None = None):

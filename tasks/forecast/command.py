@@ -16,7 +16,11 @@ import torch
 from omegaconf import OmegaConf
 
 from titans_seq.backbones import VARIANTS
+<<<<<<< HEAD
 from titans_seq.data import is_dataset_key
+=======
+from titans_seq.engine.checkpoint import read_checkpoint_config
+>>>>>>> reliability
 from titans_seq.engine.config import Recipe, build_recipe, load_recipe
 from titans_seq.engine.distributed import close_process, init_process
 from titans_seq.engine.records import write_record
@@ -88,7 +92,7 @@ def checkpoint_recipe(options: ForecastOptions, checkpoint: Path) -> Recipe:
     config_file = checkpoint / "config.json"
     if not (checkpoint / "COMPLETE").is_file() or not config_file.is_file():
         raise UserError(f"--checkpoint {checkpoint}: not a complete checkpoint folder (e.g. FORECAST_OUT/model/best)")
-    saved = json.loads(config_file.read_text())
+    saved = read_checkpoint_config(checkpoint)
     if saved.get("task", {}).get("name") != ForecastTask.name:
         raise UserError(f"--checkpoint {checkpoint}: trained for task {saved.get('task', {}).get('name')!r}, "
                         "not forecasting")

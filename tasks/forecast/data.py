@@ -75,7 +75,10 @@ def _time_column(frame: pl.DataFrame, path: Path, name: str | None) -> str:
 
 def _parse_times(column: pl.Series, path: Path) -> pd.DatetimeIndex:
     if not column.dtype.is_temporal():
-        parsed = column.cast(pl.String).str.to_datetime(strict=False)
+        try:
+            parsed = column.cast(pl.String).str.to_datetime(strict=False)
+        except pl.exceptions.ComputeError:    # no date format fits the values at all
+            parsed = pl.Series(column.name, [None] * len(column), dtype=pl.Datetime)
         bad = (parsed.is_null() & column.is_not_null()).arg_true()
         if len(bad):
             raise UserError(f"{path} line {_line(bad[0])}: {column[bad[0]]!r} in column {column.name!r} "

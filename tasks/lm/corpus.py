@@ -48,8 +48,13 @@ class Corpus:
                     yield text
 
     def _jsonl_documents(self, path: Path) -> Iterator[str]:
-        with path.open(encoding="utf-8") as lines:
-            for number, line in enumerate(lines, 1):
+        with path.open("rb") as lines:
+            for number, raw in enumerate(lines, 1):
+                try:
+                    line = raw.decode("utf-8")
+                except UnicodeDecodeError as error:
+                    raise UserError(f"{path} line {number}: not UTF-8 text (byte {raw[error.start]:#04x} "
+                                    f"at column {error.start + 1})") from None
                 if not line.strip():
                     continue
                 try:

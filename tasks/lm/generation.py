@@ -6,7 +6,6 @@ baseline's cache grows with every token, so it is held to the length it was trai
 """
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,7 +16,7 @@ import torch
 from omegaconf import OmegaConf
 from torch import Tensor, nn
 
-from titans_seq.engine.checkpoint import CONFIG, read_model_state
+from titans_seq.engine.checkpoint import read_checkpoint_config, read_model_state
 from titans_seq.engine.config import Recipe, build_recipe
 from titans_seq.engine.distributed import choose_device
 from titans_seq.engine.registry import get_task
@@ -48,7 +47,7 @@ def load_language_model(checkpoint: str | Path, device: str = "auto") -> LoadedM
     checkpoint = Path(checkpoint)
     if not (checkpoint / "COMPLETE").is_file():
         raise UserError(f"--checkpoint {checkpoint}: not a complete checkpoint directory")
-    recipe = build_recipe(OmegaConf.create(json.loads((checkpoint / CONFIG).read_text())), str(checkpoint))
+    recipe = build_recipe(OmegaConf.create(read_checkpoint_config(checkpoint)), str(checkpoint))
     task = get_task(recipe.task.name)(recipe.task, recipe.data)
     if not hasattr(task, "tokenizer"):
         raise UserError(f"--checkpoint {checkpoint}: task {recipe.task.name!r} is not a language model")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Iterable
@@ -109,6 +110,26 @@ class _ShardWriter:
             self._finish()
 
 
+def _read_index(path: Path) -> ShardIndex:
+    try:
+        index = ShardIndex(**json.loads(path.read_bytes()))
+        np.dtype(index.dtype)
+        if not all(isinstance(s["file"], str) and isinstance(s["tokens"], int) for s in index.shards):
+            raise TypeError("a shard entry is not a file name and a token count")
+    except (ValueError, TypeError, KeyError) as error:
+        raise UserError(f"{path}: the token-shard index is damaged ({' '.join(str(error).split())})") from None
+    return index
+
+
+def _open_shard(path: Path, dtype: np.dtype, tokens: int) -> np.memmap:
+    """A shard file, memory-mapped, after checking it holds exactly the tokens its index counts."""
+    size = path.stat().st_size if path.is_file() else None
+    if size != tokens * dtype.itemsize or tokens < 1:
+        raise UserError(f"{path}: the token shard is damaged or missing ({size} bytes, its index counts "
+                        f"{tokens} tokens of {dtype.itemsize} bytes)")
+    return np.memmap(path, dtype=dtype, mode="r", shape=(tokens,))
+
+
 class TokenShards:
     """A finished shard folder read as one token stream; only the slices asked for are paged in."""
 
@@ -117,8 +138,8 @@ class TokenShards:
         index_path = self.directory / INDEX
         if not index_path.is_file():
             raise UserError(f"{self.directory}: not a finished token-shard folder (no {INDEX})")
-        self.index = ShardIndex(**json.loads(index_path.read_text()))
-        self.shards = [np.memmap(self.directory / s["file"], dtype=self.index.dtype, mode="r", shape=(s["tokens"],))
+        self.index = _read_index(index_path)
+        self.shards = [_open_shard(self.directory / s["file"], np.dtype(self.index.dtype), s["tokens"])
                        for s in self.index.shards]
         self.starts = np.cumsum([0] + [s["tokens"] for s in self.index.shards])
 
@@ -147,7 +168,10 @@ def cached_shards(corpus: Corpus, tokenizer: Tokenizer, cache_dir: str | Path) -
     source = json.dumps([corpus.fingerprint(), tokenizer_id])
     directory = Path(cache_dir).expanduser() / hashlib.sha1(source.encode()).hexdigest()[:16]
     if (directory / INDEX).is_file():
-        return TokenShards(directory)
+        try:
+            return TokenShards(directory)
+        except UserError as damage:           # a cache is rebuilt, never trusted when damaged
+            warnings.warn(f"{damage}; tokenising the corpus again", stacklevel=2)
     return write_shards(corpus.documents(), tokenizer, directory, source=source, total_bytes=corpus.size_bytes())
 
 

@@ -3,7 +3,6 @@ import gzip
 import os
 import pickle
 import random
-import stat
 from pathlib import Path
 
 import pytest
@@ -86,34 +85,42 @@ def test_compressed_fasta_reads_like_plain(tmp_path, contigs, compression, index
                 assert packed.fetch(name, start, end) == plain.fetch(name, start, end)
 
 
-def test_index_beside_a_writable_fasta_else_in_index_dir(tmp_path, contigs):
-    writable = tmp_path / "writable"
-    writable.mkdir()
-    genome = Genome(write_fasta(writable / "g.fa", contigs), index_dir=tmp_path / "cache")
-    assert genome.index_path == writable / "g.fa.fai"
-
-    shared = tmp_path / "shared"
-    shared.mkdir()
-    path = write_fasta(shared / "g.fa.gz", contigs, "bgzip")
-    shared.chmod(stat.S_IRUSR | stat.S_IXUSR | stat.S_IRGRP | stat.S_IXGRP)    # read-only, as shared data is
-    try:
+def test_the_index_goes_to_index_dir_never_beside_the_fasta(tmp_path, contigs):
+    # a folder open to writing (as root finds every folder) still gets nothing written into it
+    for name, compression in [("g.fa", "plain"), ("g.fa.gz", "bgzip")]:
+        folder = tmp_path / compression
+        folder.mkdir()
+        path = write_fasta(folder / name, contigs, compression)
         genome = Genome(path, index_dir=tmp_path / "cache")
         assert genome.index_path.parent == tmp_path / "cache"
-        assert sorted(p.name for p in shared.iterdir()) == ["g.fa.gz"]
+        assert [p.name for p in folder.iterdir()] == [name]
         assert genome.fetch("chr2", 3, 90) == contigs["chr2"][3:90]
         assert Genome(path, index_dir=tmp_path / "cache").index_path == genome.index_path   # reused
-    finally:
-        shared.chmod(stat.S_IRWXU)
+
+
+def test_a_fresh_index_beside_the_fasta_is_used(tmp_path, contigs):
+    path = write_fasta(tmp_path / "g.fa", contigs)
+    cached = Genome(path, index_dir=tmp_path / "cache").index_path
+    beside = tmp_path / "g.fa.fai"
+    beside.write_bytes(cached.read_bytes())                        # as `samtools faidx g.fa` would
+    assert Genome(path, index_dir=tmp_path / "cache").index_path == beside
+
+
+def test_the_default_index_dir_follows_xdg_cache_home(tmp_path, monkeypatch, contigs):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    path = write_fasta(tmp_path / "g.fa", contigs)
+    assert Genome(path).index_path.parent == tmp_path / "xdg" / "titans_seq" / "fai"
 
 
 def test_a_changed_fasta_gets_a_fresh_index(tmp_path, contigs):
     path = write_fasta(tmp_path / "g.fa", contigs)
-    Genome(path).close()
+    Genome(path, index_dir=tmp_path / "cache").close()
+    (tmp_path / "g.fa.fai").write_text("chr1\t1003\t22\t60\t61\n")   # an index beside, older than its FASTA
     changed = {"other": contigs["chr1"][::-1]}
     write_fasta(path, changed)
     earlier = path.stat().st_mtime - 10
-    os.utime(tmp_path / "g.fa.fai", (earlier, earlier))            # an index older than its FASTA
-    genome = Genome(path)
+    os.utime(tmp_path / "g.fa.fai", (earlier, earlier))
+    genome = Genome(path, index_dir=tmp_path / "cache")
     assert genome.contigs == {"other": 1003}
     assert genome.fetch("other", 10, 200) == changed["other"][10:200]
 
@@ -218,6 +225,7 @@ def test_held_out_contigs_never_appear(tmp_path, contigs):
     (b"\x1f\x8b\x08\x00garbage-not-deflate", "gzip"),
     (b">a\nACGTACGT\nAC\nACGTACGT\n", "index"),            # ragged lines: pyfaidx cannot index it
     (b">a\nACGT\n>a\nACGT\n", "a"),                          # the same contig twice
+    (b">chr1\n\n\n>", "index"),                                 # a last record with no name (pyfaidx: RuntimeError)
 ])
 def test_invalid_fasta_is_a_one_line_user_error(tmp_path, content, says):
     path = tmp_path / "bad.fa"

@@ -211,8 +211,9 @@ def test_checkpoint_holds_only_safetensors_and_json(tmp_path):
                 assert list(file.keys())
         elif path.suffix == ".json":
             json.loads(path.read_text())
-        else:
-            assert path.name == "COMPLETE" and path.read_bytes() == b""
+        else:   # the marker: a digest of every other file
+            assert path.name == "COMPLETE"
+            assert set(json.loads(path.read_text())["sha256"]) == names - {"COMPLETE"}
 
 
 def test_unserialisable_state_is_a_type_error_and_writes_nothing(tmp_path):

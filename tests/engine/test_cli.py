@@ -227,3 +227,21 @@ def test_the_gue_suites_have_the_cnn_row(name):
     suite = load_suite(Path(name))
     assert suite.variants == ["cnn", "transformer", "swa", "lmm", "mac", "mag", "mal"]
     assert suite.models == {"cnn": ["task.architecture=cnn"]}
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["train"], "titans-seq train: error: the following arguments are required: recipe"),
+    (["forecast", "--data", "x.csv", "--horizon", "soon"], "argument --horizon: invalid int value: 'soon'"),
+    (["fly"], "invalid choice: 'fly'"),
+    (["list", "--colour"], "unrecognized arguments: --colour"),
+    (["list", "\r"], "unrecognized arguments: \\r"),                  # a line break, escaped (hypothesis)
+])
+def test_usage_errors_are_one_line_and_returned_as_2(argv, message, capsys):
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1 and "--help" in err
+
+
+def test_help_returns_0(capsys):
+    assert main(["--help"]) == 0
+    assert "train" in capsys.readouterr().out

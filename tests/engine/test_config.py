@@ -65,3 +65,24 @@ def test_missing_recipe_and_base_cycles(tmp_path):
     write(tmp_path, "b.yaml", "base: a.yaml\n")
     with pytest.raises(RecipeError, match="extends itself"):
         load_recipe(str(tmp_path / "a.yaml"))
+
+
+@pytest.mark.parametrize("text, overrides", [
+    ("task: [recall]\n", []),                                  # a section that is a list (found by hypothesis)
+    ("task: {name: recall}\nmodel: 3\n", []),
+    ("task: {name: recall}\n", ["model.d_model=${nowhere}"]),  # an interpolation of nothing
+    ("task: {name: recall}\ntrain: []\n", ["train.max_steps=1"]),   # an override into a list (hypothesis)
+])
+def test_malformed_sections_and_interpolations_are_one_line(tmp_path, text, overrides):
+    path = tmp_path / "recipe.yaml"
+    path.write_text(text)
+    with pytest.raises(RecipeError) as error:
+        load_recipe(str(path), overrides)
+    assert str(path) in str(error.value) and len(str(error.value).splitlines()) == 1
+
+
+@pytest.mark.parametrize("override", ["train.max_steps=:", "train.max_steps=a\x00", "model.betas=[1,"])
+def test_an_override_that_is_not_yaml_is_named_in_one_line(override):   # found by hypothesis
+    with pytest.raises(RecipeError, match="is not valid YAML") as error:
+        load_recipe("demo", [override])
+    assert repr(override) in str(error.value) and len(str(error.value).splitlines()) == 1

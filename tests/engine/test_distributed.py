@@ -1,6 +1,7 @@
 """Two CPU processes (gloo), with DDP or FSDP2, train like one process with the same global batch."""
 import json
 import os
+import shutil
 import socket
 import time
 from datetime import timedelta
@@ -24,10 +25,14 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _worker(rank: int, world: int, port: int, overrides: list[str], out: str) -> None:
+def _join(rank: int, world: int, port: int) -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), WORLD_SIZE=str(world), RANK=str(rank),
                       LOCAL_RANK=str(rank))
     torch.set_num_threads(1)
+
+
+def _worker(rank: int, world: int, port: int, overrides: list[str], out: str) -> None:
+    _join(rank, world, port)
     try:
         trainer = Trainer(load_recipe("demo", overrides), init_process("cpu"))
         trainer.fit()
@@ -68,6 +73,33 @@ def test_two_processes_match_one_with_the_same_global_batch(tmp_path, strategy):
     test_two = json.loads((tmp_path / "two" / "test_results.json").read_text())
     test_one = json.loads((tmp_path / "one" / "test_results.json").read_text())
     assert abs(test_two["metrics"]["loss"] - test_one["metrics"]["loss"]) < 1e-4
+
+
+def _train_worker(rank: int, world: int, port: int, overrides: list[str], resume: bool) -> None:
+    _join(rank, world, port)
+    try:
+        trainer = Trainer(load_recipe("demo", overrides), init_process("cpu"))
+        if resume:
+            trainer.resume()
+        trainer.fit()
+        del trainer
+    finally:
+        close_process()
+
+
+def test_a_sharded_run_resumes_exactly(tmp_path):
+    common = [*TINY, "train.max_steps=6", "train.eval_every=3", "train.save_every=3", "train.keep_checkpoints=2",
+              "train.batch_size=8", "run.strategy=fsdp", f"run.out_dir={tmp_path}"]
+    mp.spawn(_train_worker, args=(2, _free_port(), [*common, "run.name=whole"], False), nprocs=2, join=True)
+    # the run as a kill after step 4 leaves it: the step-3 checkpoint, and nothing after
+    shutil.copytree(tmp_path / "whole" / "checkpoints" / "step-000003",
+                    tmp_path / "resumed" / "checkpoints" / "step-000003")
+    mp.spawn(_train_worker, args=(2, _free_port(), [*common, "run.name=resumed"], True), nprocs=2, join=True)
+    whole, resumed = train_losses(tmp_path / "whole"), train_losses(tmp_path / "resumed")
+    assert sorted(resumed) == [4, 5, 6] and resumed == {step: whole[step] for step in (4, 5, 6)}
+    val = [[line for line in (tmp_path / name / "metrics.jsonl").read_text().splitlines() if '"val"' in line][-1]
+           for name in ("whole", "resumed")]
+    assert val[0] == val[1]
 
 
 def _prepare_worker(rank: int, world: int, port: int, out: str, fail: bool) -> None:

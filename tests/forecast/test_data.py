@@ -71,6 +71,7 @@ def test_duplicates_stop_with_line_numbers_or_keep_the_first(series_csv, tmp_pat
      "line 3, column 'load': 'abc' is not a number"),
     ("when,load\n1,1.0\n2,2.0\n", "no time column found; name it with --time-col"),
     ("date,load\n2024-01-01 00:00:00,1\nyesterday,2\n", "line 3: 'yesterday' in column 'date' is not a date"),
+    ("x,date\n1,0\n2,1\n", "line 2: 0 in column 'date' is not a date"),   # no date format fits any value
     ("date,load\n2024-01-01 02:00:00,1\n2024-01-01 01:00:00,2\n2024-01-01 03:00:00,2\n", "go back in time"),
 ])
 def test_bad_files_are_one_clear_error(tmp_path, content, message):
@@ -84,3 +85,11 @@ def test_real_ett_file_reads_whole(shared_data):
     table = read_series(shared_data("timeseries", "ETTh1.csv"))
     assert table.values.shape == (17420, 7) and table.observed.all()
     assert table.freq.freqstr == "h" and table.columns[-1] == "OT"
+
+
+def test_a_line_break_in_a_column_name_stays_on_the_error_line(tmp_path):
+    path = tmp_path / "bad.csv"
+    path.write_text('"when\r\nwhere",load\n1,2\n3,4\n')
+    with pytest.raises(UserError, match="no time column found") as error:
+        read_series(path)
+    assert len(str(error.value).splitlines()) == 1 and "when\\r\\nwhere" in str(error.value)

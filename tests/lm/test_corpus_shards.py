@@ -75,6 +75,9 @@ def test_bad_corpora_are_user_errors(tmp_path):
     (tmp_path / "x.jsonl").write_text('{"body": "a"}\n')
     with pytest.raises(UserError, match="no 'text' field"):
         list(Corpus(str(tmp_path / "x.jsonl")).documents())
+    (tmp_path / "y.jsonl").write_bytes(b'{"text": "a"}\n{"text": "\xe9t\xe9"}\n')    # Latin-1, not UTF-8
+    with pytest.raises(UserError, match=r"y.jsonl line 2: not UTF-8 text \(byte 0xe9 at column 11\)"):
+        list(Corpus(str(tmp_path / "y.jsonl")).documents())
 
 
 def test_shards_are_cached_until_the_corpus_changes(tmp_path):
@@ -85,3 +88,31 @@ def test_shards_are_cached_until_the_corpus_changes(tmp_path):
     (tmp_path / "c.txt").write_text("other, longer text")
     changed = cached_shards(Corpus(str(tmp_path / "c.txt")), ByteTokenizer(), tmp_path / "cache")
     assert changed.directory != first.directory and len(changed) == len("other, longer text") + 1
+
+
+def _truncate(path):
+    path.write_bytes(path.read_bytes()[:-3])
+
+
+@pytest.mark.parametrize("damage", [
+    lambda d: (d / INDEX).write_bytes(b'{"dtype": "uint16", "vocab'),               # cut mid-write
+    lambda d: (d / INDEX).write_bytes(b"\xff\x00"),
+    lambda d: (d / INDEX).write_text('{"dtype": "float99", "vocab_size": 1, "eos_id": 0, "source": ""}'),
+    lambda d: (d / INDEX).write_text("[1, 2]"),
+    lambda d: _truncate(d / "shard-00000.bin"),
+    lambda d: (d / "shard-00000.bin").unlink(),
+], ids=["index-cut", "index-binary", "index-dtype", "index-list", "shard-cut", "shard-missing"])
+def test_a_damaged_shard_cache_is_rebuilt_and_a_damaged_folder_is_one_line(tmp_path, damage):
+    (tmp_path / "c.txt").write_text("some text to tokenise")
+    corpus, tokenizer = Corpus(str(tmp_path / "c.txt")), ByteTokenizer()
+    first = cached_shards(corpus, tokenizer, tmp_path / "cache")
+    expected = first.read(0, len(first)).tolist()
+    del first
+    directory = next((tmp_path / "cache").iterdir())
+    damage(directory)
+    with pytest.raises(UserError, match="damaged") as error:
+        TokenShards(directory)
+    assert "\n" not in str(error.value)
+    with pytest.warns(UserWarning, match="tokenising the corpus again"):
+        rebuilt = cached_shards(corpus, tokenizer, tmp_path / "cache")
+    assert rebuilt.directory == directory and rebuilt.read(0, len(rebuilt)).tolist() == expected

@@ -4,10 +4,12 @@ A checkpoint is a directory ``run/checkpoints/step-NNNNNN`` holding the model, t
 scheduler states, every RNG the training loop draws from, the run's config and the caller's loop
 ``state``. It is assembled in a hidden temporary sibling and renamed into place with a ``COMPLETE``
 marker inside, so a run killed at any moment leaves either the previous checkpoints or a complete
-new one, never a half-written one that looks whole.
+new one, never a half-written one that looks whole. The marker lists every file's SHA-256, so a
+file damaged later is reported (one line, a ``UserError``) rather than read as wrong weights.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import random
@@ -19,8 +21,11 @@ from typing import Any
 
 import numpy as np
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import Tensor
+
+from .errors import UserError
 
 CHECKPOINTS, COMPLETE, TMP_PREFIX = "checkpoints", "COMPLETE", ".tmp-"
 MODEL, CONFIG, STATE, RNG = "model.safetensors", "config.json", "state.json", "rng"
@@ -61,16 +66,23 @@ def save_checkpoint(directory: str | Path, *, model: torch.nn.Module | None, opt
     tmp = Path(tempfile.mkdtemp(prefix=f"{TMP_PREFIX}{directory.name}-", dir=directory.parent))
     try:
         for name, tensors in tensor_files.items():
-            save_file(tensors, tmp / name)
+            _write_tensors(tensors, tmp / name)
         for name, text in texts.items():
             (tmp / name).write_text(text)
         for path in tmp.iterdir():
             _fsync(path)
         # The marker goes last: a directory without it was never finished.
-        (tmp / COMPLETE).touch()
+        digests = {path.name: _sha256(path) for path in sorted(tmp.iterdir())}
+        (tmp / COMPLETE).write_text(json.dumps({"sha256": digests}, indent=1))
         _fsync(tmp / COMPLETE)
         _fsync(tmp)
         _move_into_place(tmp, directory)
+    except OSError as error:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if error.errno is None:
+            raise
+        # named after the checkpoint, not the temporary that is gone
+        raise type(error)(error.errno, error.strerror, str(directory)) from error
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -96,7 +108,12 @@ def read_model_state(directory: str | Path, map_location: str | torch.device = "
     directory = Path(directory)
     if not (directory / COMPLETE).is_file():
         raise FileNotFoundError(f"{directory} is not a complete checkpoint (no {COMPLETE} marker)")
-    return load_file(directory / MODEL, device=str(map_location))
+    return _read_tensors(directory, MODEL, map_location)
+
+
+def read_checkpoint_config(directory: str | Path) -> dict:
+    """The run's config stored in a checkpoint."""
+    return _read_json(Path(directory), CONFIG)
 
 
 def read_optimizer_state(directory: str | Path) -> dict:
@@ -112,7 +129,7 @@ def restore_training_state(directory: str | Path, scheduler: torch.optim.lr_sche
             raise FileNotFoundError(f"{directory} holds no scheduler state (it was saved without one)")
         scheduler.load_state_dict(_read_tree(directory, "scheduler"))
     _set_rng_state(_read_tree(directory, RNG))
-    return json.loads((directory / STATE).read_text())
+    return _read_json(directory, STATE)
 
 
 def latest_checkpoint(run_dir: str | Path) -> Path | None:
@@ -240,9 +257,67 @@ def _join(key: str, name: Any) -> str:
 
 
 def _read_tree(directory: Path, name: str) -> Any:
-    tensor_file = directory / f"{name}.safetensors"
-    tensors = load_file(tensor_file) if tensor_file.is_file() else {}
-    return _unflatten(json.loads((directory / f"{name}.json").read_text()), tensors)
+    tensor_file = f"{name}.safetensors"
+    tensors = _read_tensors(directory, tensor_file) if (directory / tensor_file).is_file() else {}
+    return _unflatten(_read_json(directory, f"{name}.json"), tensors)
+
+
+def _write_tensors(tensors: dict[str, Tensor], path: Path) -> None:
+    try:
+        save_file(tensors, path)
+    except SafetensorError as error:
+        # safetensors reports a failed write (a full disk) as its own error, the OS's number in the text
+        number = re.search(r"os error (\d+)", str(error))
+        if number is None:
+            raise
+        raise OSError(int(number.group(1)), os.strerror(int(number.group(1))), str(path)) from None
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as file:
+        while block := file.read(1 << 20):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _damaged(path: Path, why: str) -> UserError:
+    return UserError(f"{path}: the checkpoint is damaged ({why}); resume from or evaluate another one")
+
+
+def _verify(directory: Path, name: str) -> Path:
+    """``directory / name``, after checking it against the digest its ``COMPLETE`` marker lists.
+
+    Checkpoints from before the digests were kept have an empty marker and are read unchecked.
+    """
+    path, marker = directory / name, directory / COMPLETE
+    if not path.is_file():
+        raise _damaged(path, "the file is missing")
+    listed = marker.read_bytes() if marker.is_file() else b""
+    if listed.strip():
+        try:
+            expected = json.loads(listed)["sha256"][name]
+        except (ValueError, KeyError, TypeError):
+            raise _damaged(marker, f"it lists no digest for {name}") from None
+        if _sha256(path) != expected:
+            raise _damaged(path, "its SHA-256 differs from the one saved with it")
+    return path
+
+
+def _read_json(directory: Path, name: str) -> Any:
+    path = _verify(directory, name)
+    try:
+        return json.loads(path.read_text())
+    except ValueError as error:      # JSONDecodeError, UnicodeDecodeError
+        raise _damaged(path, f"not valid JSON: {' '.join(str(error).split())}") from None
+
+
+def _read_tensors(directory: Path, name: str, device: str | torch.device = "cpu") -> dict[str, Tensor]:
+    path = _verify(directory, name)
+    try:
+        return load_file(path, device=str(device))
+    except SafetensorError as error:
+        raise _damaged(path, f"not a readable safetensors file: {' '.join(str(error).split())}") from None
 
 
 def _rng_state() -> dict[str, Any]:

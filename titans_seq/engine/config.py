@@ -9,11 +9,12 @@ file and, where there are any, the valid choices.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import yaml
 from omegaconf import DictConfig, OmegaConf
@@ -164,10 +165,13 @@ def _parse_overrides(overrides: list[str]) -> DictConfig:
     for item in overrides:
         if "=" not in item or item.startswith("="):
             raise RecipeError(f"override {item!r} must look like key=value, e.g. train.max_steps=200")
-    try:
-        return OmegaConf.from_dotlist(overrides)
-    except OmegaConfBaseException as error:
-        raise RecipeError(f"cannot parse overrides {overrides}: {error}") from None
+    for item in overrides:    # each value is read as YAML, one by one, so that a bad one is named
+        try:
+            OmegaConf.from_dotlist([item])
+        except (OmegaConfBaseException, yaml.YAMLError) as error:
+            reason = getattr(error, "problem", None) or str(error).splitlines()[0]
+            raise RecipeError(f"override {item!r}: the value is not valid YAML ({reason})") from None
+    return OmegaConf.from_dotlist(overrides)
 
 
 def _valid_keys(schema: DictConfig, key: str) -> str:
@@ -181,8 +185,23 @@ def _valid_keys(schema: DictConfig, key: str) -> str:
     return ""
 
 
+@contextlib.contextmanager
+def _omegaconf_errors(source: str) -> Iterator[None]:
+    """OmegaConf's remaining complaints (a section that is a list, an interpolation of nothing) as one line."""
+    try:
+        yield
+    except (OmegaConfBaseException, TypeError) as error:   # merging a list into a section: a TypeError
+        lines = str(error).splitlines()
+        raise RecipeError(f"{source}: {lines[0] if lines else type(error).__name__}") from None
+
+
 def build_recipe(raw: DictConfig, source: str) -> Recipe:
     """Validate merged recipe values against the schema and return the typed :class:`Recipe`."""
+    with _omegaconf_errors(source):
+        return _build_recipe(raw, source)
+
+
+def _build_recipe(raw: DictConfig, source: str) -> Recipe:
     task_name = OmegaConf.select(raw, "task.name")
     if task_name is None:
         raise RecipeError(f"{source}: task.name is missing; set it to one of the registered tasks")
@@ -219,7 +238,8 @@ def build_recipe(raw: DictConfig, source: str) -> Recipe:
 def load_recipe(name_or_path: str, overrides: list[str] = ()) -> Recipe:
     """Load a recipe file (or packaged recipe), apply ``key=value`` overrides, validate."""
     path = resolve_recipe_path(name_or_path)
-    raw = OmegaConf.merge(_load_chain(path), _parse_overrides(list(overrides)))
+    with _omegaconf_errors(str(path)):
+        raw = OmegaConf.merge(_load_chain(path), _parse_overrides(list(overrides)))
     return build_recipe(raw, str(path))
 
 

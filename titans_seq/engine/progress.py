@@ -62,8 +62,16 @@ class MetricsLog:
     def write(self, step: int, split: str, values: dict[str, float]) -> None:
         if not self.enabled:
             return
-        with self.path.open("a") as file:
-            file.write(json.dumps({"step": step, "split": split, **values}) + "\n")
+        line = (json.dumps({"step": step, "split": split, **values}) + "\n").encode()
+        with self.path.open("ab", buffering=0) as file:
+            end = file.seek(0, 2)
+            try:
+                written = 0
+                while written < len(line):
+                    written += file.write(line[written:])
+            except OSError:          # a full disk: no half line is left for a reader to trip on
+                file.truncate(end)
+                raise
         if self.tensorboard is not None:
             for name, value in values.items():
                 self.tensorboard.add_scalar(f"{split}/{name}", value, step)
