@@ -25,7 +25,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import Tensor
 
-from .errors import UserError
+from titans_seq.errors import UserError
 
 CHECKPOINTS, COMPLETE, TMP_PREFIX = "checkpoints", "COMPLETE", ".tmp-"
 MODEL, CONFIG, STATE, RNG = "model.safetensors", "config.json", "state.json", "rng"
