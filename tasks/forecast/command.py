@@ -16,11 +16,8 @@ import torch
 from omegaconf import OmegaConf
 
 from titans_seq.backbones import VARIANTS
-<<<<<<< HEAD
 from titans_seq.data import is_dataset_key
-=======
 from titans_seq.engine.checkpoint import read_checkpoint_config
->>>>>>> reliability
 from titans_seq.engine.config import Recipe, build_recipe, load_recipe
 from titans_seq.engine.distributed import close_process, init_process
 from titans_seq.engine.records import write_record
