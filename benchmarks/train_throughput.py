@@ -81,6 +81,9 @@ def worker(args) -> None:
         trainer = Trainer(recipe, init_process("cpu"))
         trainer.model.train()
         batches = training_batches(trainer.splits["train"], recipe, trainer.env, trainer.state)
+        if args.losses:
+            print(json.dumps({"losses": [trainer._step(trainer.model, batches)[0] for _ in range(args.losses)]}))
+            return
         for _ in range(args.warmup):
             trainer._step(trainer.model, batches)
         if args.profile:
@@ -89,11 +92,12 @@ def worker(args) -> None:
                 for _ in range(args.steps):
                     trainer._step(trainer.model, batches)
             print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=15), file=sys.stderr)
-        start, tokens = time.perf_counter(), 0
+        start, cpu_start, tokens = time.perf_counter(), time.process_time(), 0
         for _ in range(args.steps):
             tokens += trainer._step(trainer.model, batches)[1]
-        seconds = time.perf_counter() - start
-    print(json.dumps({"tokens_per_s": tokens / seconds, "tokens_per_step": tokens / args.steps,
+        seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu_start
+    print(json.dumps({"tokens_per_s": tokens / seconds, "tokens_per_cpu_s": tokens / cpu_seconds,
+                      "tokens_per_step": tokens / args.steps,
                       "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
                       "package": str(Path(titans_seq.__file__).parent), "tasks": titans_seq.tasks.__file__}))
 
@@ -138,6 +142,7 @@ def main() -> None:
     parser.add_argument("--recipe", help="with --worker")
     parser.add_argument("--overrides", nargs="*", default=[], help="with --worker")
     parser.add_argument("--profile", action="store_true", help="with --worker: the top 15 ops, to stderr")
+    parser.add_argument("--losses", type=int, default=0, help="with --worker: print the losses of this many steps")
     args = parser.parse_args()
     worker(args) if args.worker else compare(args)
 

@@ -126,26 +126,30 @@ def _key_path_backward(path: KeyPath, weights: list[Tensor], d_inputs: list[Tens
 
 
 class Reads(NamedTuple):
-    """The queries through the memory after each token: per layer its input h_l, h_l W_l, h_l S_l,
-    h_l a_l^T and its pre-activation z_l (the last one is the output)."""
+    """The queries through the memory after each token: per layer its input h_l and h_l a_l^T; per
+    layer that ``reads`` finished, its pre-activation z_l (the last one is the output)."""
     inputs: list[Tensor]
-    state: list[Tensor]
-    momentum: list[Tensor]
     scores: list[Tensor]
     pre_activations: list[Tensor]
 
 
 def reads(q: Tensor, cf: Coefficients, weights: list[Tensor], momentum: list[Tensor], path: KeyPath,
-          act: Activation) -> Reads:
-    """z_l = gamma (h_l W_l) + delta (h_l S_l) + (C theta . h_l a_l^T) e_l, batched over chunks."""
-    out = Reads([], [], [], [], [])
+          act: Activation, output: bool = True) -> Reads:
+    """z_l = gamma (h_l W_l) + delta (h_l S_l) + (C theta . h_l a_l^T) e_l, batched over chunks.
+
+    Without ``output`` the last layer stops at its scores h a^T: all that the backward needs of it.
+    """
+    out = Reads([], [], [])
     gamma, delta = cf.gamma.unsqueeze(-1), cf.delta.unsqueeze(-1)
     h = q
     for l, (W, S, a, e) in enumerate(zip(weights, momentum, path.inputs, path.errors)):
-        hW, hS, scores = h @ W, h @ S, h @ a.mT
-        z = gamma * hW + delta * hS + (cf.coef * scores) @ e
-        for xs, x in zip(out, (h, hW, hS, scores, z)):
-            xs.append(x)
+        scores = h @ a.mT
+        out.inputs.append(h)
+        out.scores.append(scores)
+        if l == len(weights) - 1 and not output:
+            break
+        z = (gamma * (h @ W)).addcmul_(delta, h @ S).add_((cf.coef * scores) @ e)
+        out.pre_activations.append(z)
         if l < len(weights) - 1:
             h = act.fn(z)
     return out
@@ -161,8 +165,9 @@ def _reads_backward(dy: Tensor, cf: Coefficients, weights: list[Tensor], momentu
     d_z = dy
     for l in reversed(range(L)):
         h, scores = r.inputs[l], r.scores[l]
-        d_gamma = d_gamma + (d_z * r.state[l]).sum(-1)
-        d_delta = d_delta + (d_z * r.momentum[l]).sum(-1)
+        d_hW, d_hS = d_z @ weights[l].mT, d_z @ momentum[l].mT     # sum(d_z . h W) = sum(h . d_z W^T)
+        d_gamma = d_gamma + (h * d_hW).sum(-1)
+        d_delta = d_delta + (h * d_hS).sum(-1)
         d_weights[l] = h.mT @ (gamma * d_z)
         d_momentum[l] = h.mT @ (delta * d_z)
         d_mixed = d_z @ path.errors[l].mT
@@ -170,7 +175,7 @@ def _reads_backward(dy: Tensor, cf: Coefficients, weights: list[Tensor], momentu
         d_scores = d_mixed * cf.coef
         d_errors[l] = (cf.coef * scores).mT @ d_z
         d_inputs[l] = d_scores.mT @ h
-        d_h = gamma * (d_z @ weights[l].mT) + delta * (d_z @ momentum[l].mT) + d_scores @ path.inputs[l]
+        d_h = (gamma * d_hW).addcmul_(delta, d_hS).add_(d_scores @ path.inputs[l])
         if l:
             d_z = d_h * act.grad(r.pre_activations[l - 1])
     return d_h, d_inputs, d_errors, d_weights, d_momentum, d_coef, d_gamma, d_delta
@@ -208,6 +213,11 @@ def _coefficients_backward(lr, eta, alpha, cf: Coefficients, d_coef, d_gamma, d_
     return d_lr, d_eta, d_alpha
 
 
+def _dot(x: Tensor, y: Tensor) -> Tensor:
+    """sum(x . y) over the last two dims, as a product (no temporary of x's size)."""
+    return (x.flatten(-2).unsqueeze(-2) @ y.flatten(-2).unsqueeze(-1))[..., 0, 0]
+
+
 def _sum_to(grad: Tensor, shape: torch.Size) -> Tensor:
     """The gradient of a state shared by the batch (leading size 1) summed back to that shape."""
     return grad.sum(0, keepdim=True) if shape[0] == 1 and grad.shape[0] != 1 else grad
@@ -236,8 +246,9 @@ def _forward_sweep(q, k, v, lr, eta, alpha, weights, momentum, grad_weights, act
         paths.append(path)
         w, s, g, d, p = _end_of_chunk(cf, c)
         pairs = list(zip(path.inputs, path.errors))
-        weights, momentum = ([g * W + d * S + _weighted_outer_sum(a, w, e) for W, S, (a, e) in zip(weights, momentum, pairs)],
-                             [p * S + _weighted_outer_sum(a, s, e) for S, (a, e) in zip(momentum, pairs)])
+        weights, momentum = ([_weighted_outer_sum(a, w, e).addcmul_(g, W).addcmul_(d, S)
+                              for W, S, (a, e) in zip(weights, momentum, pairs)],
+                             [_weighted_outer_sum(a, s, e).addcmul_(p, S) for S, (a, e) in zip(momentum, pairs)])
     batch = q.shape[:2]
     W0, S0 = _stack(entering_w, batch), _stack(entering_s, batch)
     path = KeyPath(*([torch.stack([p[i][l] for p in paths], dim=2) for l in range(len(paths[0][i]))]
@@ -255,7 +266,7 @@ def _backward_sweep(saved, dy, d_final_w, d_final_s, resumed: bool, act: Activat
     cf = chunk_coefficients(lr, eta, alpha)
     path = key_path(k, v, gradient_weights, act)
     d_q, d_a, d_e, dW_read, dS_read, d_coef, d_gamma, d_delta = _reads_backward(
-        dy, cf, W0, S0, path, reads(q, cf, W0, S0, path, act), act)
+        dy, cf, W0, S0, path, reads(q, cf, W0, S0, path, act, output=False), act)
 
     N = q.shape[2]
     d_w, d_s = list(d_final_w), list(d_final_s)
@@ -271,12 +282,12 @@ def _backward_sweep(saved, dy, d_final_w, d_final_s, resumed: bool, act: Activat
         d_errors = [de + w * x + s * y for de, x, y in zip(at(d_e), a_dW, a_dS)]
         d_w_end[c] = sum((x * e).sum(-1) for x, e in zip(a_dW, chunk.errors))
         d_s_end[c] = sum((y * e).sum(-1) for y, e in zip(a_dS, chunk.errors))
-        d_g[c] = sum((dW * W).sum((-2, -1)) for dW, W in zip(d_w, at(W0)))
-        d_d[c] = sum((dW * S).sum((-2, -1)) for dW, S in zip(d_w, at(S0)))
-        d_p[c] = sum((dS * S).sum((-2, -1)) for dS, S in zip(d_s, at(S0)))
+        d_g[c] = sum(_dot(dW, W) for dW, W in zip(d_w, at(W0)))
+        d_d[c] = sum(_dot(dW, S) for dW, S in zip(d_w, at(S0)))
+        d_p[c] = sum(_dot(dS, S) for dS, S in zip(d_s, at(S0)))
         d_G, d_k[c], d_v[c] = _key_path_backward(chunk, at(gradient_weights), d_inputs, d_errors, act)
-        d_s = [dS_r + d * dW + p * dS for dS_r, dW, dS in zip(at(dS_read), d_w, d_s)]
-        d_w = [dW_r + g * dW + (0 if resumed else dG) for dW_r, dW, dG in zip(at(dW_read), d_w, d_G)]
+        d_s = [torch.addcmul(dS_r, d, dW).addcmul_(p, dS) for dS_r, dW, dS in zip(at(dS_read), d_w, d_s)]
+        d_w = [torch.addcmul(dW_r if resumed else dW_r + dG, g, dW) for dW_r, dW, dG in zip(at(dW_read), d_w, d_G)]
 
     stacked = lambda xs: torch.stack(xs, dim=2)  # noqa: E731
     d_lr, d_eta, d_alpha = _coefficients_backward(
