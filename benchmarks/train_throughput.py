@@ -92,6 +92,7 @@ def worker(args) -> None:
                 for _ in range(args.steps):
                     trainer._step(trainer.model, batches)
             print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=15), file=sys.stderr)
+            return
         start, cpu_start, tokens = time.perf_counter(), time.process_time(), 0
         for _ in range(args.steps):
             tokens += trainer._step(trainer.model, batches)[1]
@@ -141,7 +142,7 @@ def main() -> None:
     parser.add_argument("--worker", action="store_true", help="measure one recipe in this process")
     parser.add_argument("--recipe", help="with --worker")
     parser.add_argument("--overrides", nargs="*", default=[], help="with --worker")
-    parser.add_argument("--profile", action="store_true", help="with --worker: the top 15 ops, to stderr")
+    parser.add_argument("--profile", action="store_true", help="with --worker: the top 15 ops over --steps steps, to stderr (no timing)")
     parser.add_argument("--losses", type=int, default=0, help="with --worker: print the losses of this many steps")
     args = parser.parse_args()
     worker(args) if args.worker else compare(args)
