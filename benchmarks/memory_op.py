@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from titans_seq.memory import NeuralMemory, neural_memory
+from titans_seq.memory.chunked import chunked_neural_memory
 
 
 def timed(step: Callable[[], None], device: torch.device) -> float:
@@ -31,7 +32,8 @@ def timed(step: Callable[[], None], device: torch.device) -> float:
     return time.perf_counter() - start
 
 
-def operator_step(args, device) -> Callable[[], None]:
+def operator_step(args, device, autograd: bool = False) -> Callable[[], None]:
+    """The operator's step; ``autograd`` differentiates chunked.py by autograd instead of its hand-written backward."""
     B, T, H, D = args.batch, args.seq, args.heads, args.dim // args.heads
     q, k = (F.normalize(torch.randn(B, T, H, D, device=device), dim=-1).requires_grad_() for _ in range(2))
     v = torch.randn(B, T, H, D, device=device, requires_grad=True)
@@ -42,7 +44,10 @@ def operator_step(args, device) -> Callable[[], None]:
     weights = [(torch.randn(H, a, b, device=device) / a ** 0.5).requires_grad_() for a, b in zip(dims, dims[1:])]
 
     def step():
-        y, _ = neural_memory(q, k, v, lr, eta, alpha, weights, chunk_size=args.chunk, backend=args.backend)
+        if autograd:
+            y, _ = chunked_neural_memory(q, k, v, lr, eta, alpha, weights, chunk_size=args.chunk, autograd=True)
+        else:
+            y, _ = neural_memory(q, k, v, lr, eta, alpha, weights, chunk_size=args.chunk, backend=args.backend)
         y.sum().backward()
     return step
 
@@ -91,6 +96,8 @@ def main() -> None:
                         args.chunk, backend=args.backend).to(device)
     contenders = {"titans_seq operator": operator_step(args, device),
                   "titans_seq NeuralMemory layer": layer_step(ours, args, device)}
+    if args.backend == "torch":
+        contenders["titans_seq operator, autograd reference"] = operator_step(args, device, autograd=True)
     peer = peer_layer(args, device)
     if peer is not None:
         contenders["titans-pytorch NeuralMemory"] = layer_step(peer, args, device)

@@ -17,7 +17,8 @@ through W_t layer by layer then needs only chunk-sized matrix products:
 
     z_t = gamma_t h_t W_0 + delta_t h_t S_0 + sum_s C[t, s] theta_s (h_t . a_s) e_s,
 
-so no per-token weights are ever materialised. Autograd differentiates this form directly.
+so no per-token weights are ever materialised. Autograd differentiates this form directly: it is
+the reference of ``chunked_function.py``, whose hand-written backward serves training by default.
 """
 from __future__ import annotations
 
@@ -123,14 +124,25 @@ def _chunks(q, k, v, lr, eta, alpha, weights, momentum, act, grad_weights=None):
 
 def chunked_neural_memory(q: Tensor, k: Tensor, v: Tensor, lr: Tensor, momentum: Tensor,
                           decay: Tensor, weights: list[Tensor], *, chunk_size: int,
-                          state: MemoryState | None = None,
-                          activation: str = "silu") -> tuple[Tensor, MemoryState]:
-    """The torch backend of :func:`titans_seq.memory.neural_memory` (arguments as there)."""
+                          state: MemoryState | None = None, activation: str = "silu",
+                          autograd: bool = False) -> tuple[Tensor, MemoryState]:
+    """The torch backend of :func:`titans_seq.memory.neural_memory` (arguments as there).
+
+    When a gradient is needed the chunks run through ``chunked_function.ChunkSweep`` and its
+    hand-written backward, unless ``autograd`` asks for autograd through this module's form.
+    """
+    from .chunked_function import fused_chunks   # it builds on this module's helpers
+
+    tensors = [q, k, v, lr, momentum, decay, *weights]
+    if state is not None:
+        tensors += [*state.weights, *state.momentum, *state.chunk_weights]
+    needs_grad = torch.is_grad_enabled() and any(t.requires_grad for t in tensors)
+    sweep = fused_chunks if needs_grad and not autograd else _chunks
     with torch.autocast(q.device.type, enabled=False):   # the memory learns in float32 under mixed precision
-        return _run(q, k, v, lr, momentum, decay, weights, chunk_size, state, activation)
+        return _run(q, k, v, lr, momentum, decay, weights, chunk_size, state, activation, sweep)
 
 
-def _run(q, k, v, lr, momentum, decay, weights, chunk_size, state, activation):
+def _run(q, k, v, lr, momentum, decay, weights, chunk_size, state, activation, sweep):
     act = get_activation(activation)
     out_dtype = q.dtype
     dtype = torch.promote_types(q.dtype, torch.float32)
@@ -160,7 +172,7 @@ def _run(q, k, v, lr, momentum, decay, weights, chunk_size, state, activation):
     for (size, n), piece in zip(pieces, splits):
         piece = [x.unflatten(2, (size // n, n)) for x in piece]
         resumed = position % chunk_size != 0
-        y, w_next, s = _chunks(*piece, w, s, act, grad_weights=w_grad if resumed else None)
+        y, w_next, s = sweep(*piece, w, s, act, grad_weights=w_grad if resumed else None)
         outputs.append(y.flatten(2, 3))
         position += size
         w_grad = w_next if position % chunk_size == 0 else (w_grad if resumed else w)

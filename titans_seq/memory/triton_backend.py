@@ -2,7 +2,8 @@
 
 The forward kernel keeps the memory in float32 and saves the state entering every chunk, the
 only per-chunk tensors kept; the backward kernel walks the chunks in reverse and recomputes
-each one from its saved state, so memory grows linearly in T.
+each one from its saved state, so memory grows linearly in T. The backward algorithm, shared
+with the torch backend's hand-written backward, is described once, in ``chunked_function.py``.
 """
 from __future__ import annotations
 

@@ -6,6 +6,7 @@ end-of-chunk update, the analytic key gradients (second order through the activa
 coefficient matrices down to the gates. The gradients with respect to the state (dW, dS) are
 carried from chunk to chunk in float32 buffers (B, H, 2, D_in, D_out), updated tile by tile in
 place; slot 1 collects the gradient of the weights a resumed first chunk took its gradients at.
+The algorithm, step by step, is the docstring of ``chunked_function.py`` (the torch twin).
 """
 from __future__ import annotations
 
