@@ -53,16 +53,32 @@ def state_tensors(state):
     return [*state.weights, *state.momentum, *state.chunk_weights]
 
 
-def test_training_takes_the_hand_written_backward():
-    tensors, n = make_inputs(T=9, requires_grad=True)
-    y, _ = run(tensors, n, autograd=False, chunk_size=4)
+@pytest.mark.parametrize("backend, hand_written", [("torch", False), ("torch_recompute", True)])
+def test_the_torch_recompute_backend_takes_the_hand_written_backward(backend, hand_written):
+    from titans_seq.memory import neural_memory
+
+    B, T, H, D = 1, 9, 1, 4
+    q, k, v = (torch.randn(B, T, H, D, requires_grad=True) for _ in range(3))
+    gates = [torch.rand(B, T, H) for _ in range(3)]
+    weights = [torch.randn(H, D, D, requires_grad=True)]
+    y, _ = neural_memory(q, k, v, *gates, weights, chunk_size=4, activation="silu", backend=backend)
+    assert ("ChunkSweepBackward" in graph_names(y)) == hand_written
+
+
+def graph_names(y):
     seen, stack = set(), [y.grad_fn]
     while stack:
         node = stack.pop()
         if node is not None and node not in seen:
             seen.add(node)
             stack += [f for f, _ in node.next_functions]
-    names = {type(node).__name__ for node in seen}
+    return {type(node).__name__ for node in seen}
+
+
+def test_training_takes_the_hand_written_backward():
+    tensors, n = make_inputs(T=9, requires_grad=True)
+    y, _ = run(tensors, n, autograd=False, chunk_size=4)
+    names = graph_names(y)
     assert "ChunkSweepBackward" in names and "CumprodBackward0" not in names
 
 

@@ -19,7 +19,7 @@ class TitansConfig:
     memory_activation: str = "silu"  # activation of the memory MLP's hidden layers
     memory_lr_max: float | None = None  # theta_t = memory_lr_max * sigmoid(.); None: 1 / chunk_size (stable)
     memory_damped_momentum: bool = False  # theta_t also scaled by (1 - eta_t): steps stay <= lr_max (low-entropy inputs)
-    memory_backend: str = "auto"     # torch | triton | auto (triton on CUDA when available)
+    memory_backend: str = "auto"     # torch | torch_recompute (less memory) | triton | auto (triton on CUDA)
     chunk_size: int = 64             # tokens per memory update chunk (gradients at chunk-start weights)
     segment_len: int = 128           # MAC: tokens per segment attended together with the memory
     mac_query_conv: bool = False     # MAC: the memory read's queries pass through the short convolution (q_t)

@@ -125,11 +125,13 @@ def _chunks(q, k, v, lr, eta, alpha, weights, momentum, act, grad_weights=None):
 def chunked_neural_memory(q: Tensor, k: Tensor, v: Tensor, lr: Tensor, momentum: Tensor,
                           decay: Tensor, weights: list[Tensor], *, chunk_size: int,
                           state: MemoryState | None = None, activation: str = "silu",
-                          autograd: bool = False) -> tuple[Tensor, MemoryState]:
+                          autograd: bool = True) -> tuple[Tensor, MemoryState]:
     """The torch backend of :func:`titans_seq.memory.neural_memory` (arguments as there).
 
-    When a gradient is needed the chunks run through ``chunked_function.ChunkSweep`` and its
-    hand-written backward, unless ``autograd`` asks for autograd through this module's form.
+    Autograd differentiates this module's form. With ``autograd=False`` (the ``torch_recompute``
+    backend) the chunks run through ``chunked_function.ChunkSweep`` and its hand-written backward
+    instead, which keeps only the chunk-start states: less memory, but slower on a CPU today
+    (docs/benchmarks.md).
     """
     from .chunked_function import fused_chunks   # it builds on this module's helpers
 

@@ -1,6 +1,7 @@
 """The functional neural-memory operator and its backend dispatcher."""
 from __future__ import annotations
 
+import functools
 from typing import Callable
 
 import torch
@@ -10,7 +11,10 @@ from .activations import get_activation
 from .chunked import chunked_neural_memory, memory_mlp
 from .state import MemoryState
 
-BACKENDS: dict[str, Callable[..., tuple[Tensor, MemoryState]]] = {"torch": chunked_neural_memory}
+BACKENDS: dict[str, Callable[..., tuple[Tensor, MemoryState]]] = {
+    "torch": chunked_neural_memory,
+    "torch_recompute": functools.partial(chunked_neural_memory, autograd=False),   # chunk-start states only
+}
 try:
     from .triton_backend import triton_neural_memory
 except ImportError:   # no triton: the torch backend serves every device
