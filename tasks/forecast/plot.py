@@ -35,6 +35,29 @@ def test_period_fit(task, model: torch.nn.Module, device: torch.device) -> tuple
     return np.arange(first_target, end), fit
 
 
+def _draw_test_fit(axis, task, channel: int, rows: np.ndarray, fit: np.ndarray) -> None:
+    """Actual against forecast over the last test windows, for one variate, window starts marked."""
+    table, horizon = task.table, task.config.horizon
+    axis.plot(table.timestamps[rows], table.values[rows, channel], color="0.3", lw=1, label="actual")
+    axis.plot(table.timestamps[rows], fit[:, channel], color="C1", lw=1.2, label="forecast")
+    for boundary in rows[::horizon][1:]:
+        axis.axvline(table.timestamps[boundary], color="0.8", lw=0.8)
+    axis.set_title(f"{table.columns[channel]}: test period, {len(rows) // horizon} forecasts of {horizon} steps",
+                   fontsize=10)
+
+
+def _save(figure, path: Path) -> None:
+    for axis in figure.axes:
+        axis.tick_params(labelsize=8)
+        axis.legend(fontsize=8, loc="upper left")
+    figure.autofmt_xdate()
+    figure.tight_layout()
+    try:
+        write_atomically_with(path, lambda tmp: figure.savefig(tmp, dpi=110, format="png"))
+    finally:
+        plt.close(figure)
+
+
 def plot_forecast(path: Path, task, model: torch.nn.Module, forecast: np.ndarray, device: torch.device) -> None:
     """Write a PNG: per variate (the last few), history + forecast (+ quantile band) and the test-period fit."""
     table, c = task.table, task.config
@@ -52,17 +75,15 @@ def plot_forecast(path: Path, task, model: torch.nn.Module, forecast: np.ndarray
             left.fill_between(future, forecast[:, channel, 0], forecast[:, channel, -1], color="C0", alpha=0.25,
                               label=f"{c.quantiles[0]:g}-{c.quantiles[-1]:g} quantiles")
         left.set_title(f"{name}: the next {c.horizon} steps", fontsize=10)
-        right.plot(table.timestamps[rows], table.values[rows, channel], color="0.3", lw=1, label="actual")
-        right.plot(table.timestamps[rows], fit[:, channel], color="C1", lw=1.2, label="forecast")
-        for boundary in rows[::c.horizon][1:]:
-            right.axvline(table.timestamps[boundary], color="0.8", lw=0.8)
-        right.set_title(f"{name}: test period, {len(rows) // c.horizon} forecasts of {c.horizon} steps", fontsize=10)
-        for axis in (left, right):
-            axis.tick_params(labelsize=8)
-            axis.legend(fontsize=8, loc="upper left")
-    figure.autofmt_xdate()
-    figure.tight_layout()
-    try:
-        write_atomically_with(path, lambda tmp: figure.savefig(tmp, dpi=110, format="png"))
-    finally:
-        plt.close(figure)
+        _draw_test_fit(right, task, channel, rows, fit)
+    _save(figure, path)
+
+
+def plot_test_period(path: Path, task, model: torch.nn.Module, device: torch.device) -> None:
+    """Write a PNG: the test-period fit of the last few variates (a suite's forecast example)."""
+    channels = list(range(len(task.table.columns)))[-MAX_PANELS:]
+    rows, fit = test_period_fit(task, model, device)
+    figure, axes = plt.subplots(len(channels), 1, figsize=(8, 2.3 * len(channels)), squeeze=False)
+    for axis, channel in zip(axes[:, 0], channels):
+        _draw_test_fit(axis, task, channel, rows, fit)
+    _save(figure, path)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from functools import cached_property
+from pathlib import Path
 from typing import Iterable
 
 import numpy as np
@@ -15,11 +16,12 @@ from torch.utils.data import Dataset
 from titans_seq.backbones import TitansConfig
 from titans_seq.data import DataSource
 from titans_seq.engine.registry import register_task
-from titans_seq.engine.task import Task
+from titans_seq.engine.task import EXAMPLE_FIGURE, Task
 from titans_seq.errors import UserError
 
 from .data import IRREGULAR_CHOICES, read_series
 from .model import DLinear, PatchForecaster
+from .plot import plot_test_period
 from .splits import SPLITS, ScaledSeries, WindowDataset, scale_series
 
 ARCHITECTURES = ("patch", "dlinear")
@@ -143,6 +145,11 @@ class ForecastTask(Task):
         else:
             per_element = (forecast[..., 0] - future) ** 2
         return (per_element * observed).sum() / observed.sum().clamp(min=1)
+
+    def final_metrics(self, model: nn.Module, run_dir: Path) -> dict[str, float]:
+        """No further metrics; the example figure: the fit over the last test windows."""
+        plot_test_period(run_dir / EXAMPLE_FIGURE, self, model, next(model.parameters()).device)
+        return {}
 
     def evaluate(self, model: nn.Module, batches: Iterable) -> dict[str, float]:
         """MSE and MAE on the scaled data (as published) and in original units, MASE and sMAPE

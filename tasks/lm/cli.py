@@ -17,7 +17,7 @@ def _generate(args: argparse.Namespace) -> None:
 def _niah(args: argparse.Namespace) -> None:
     kinds, lengths = parse_list(args.kinds, str, "--kinds"), parse_list(args.lengths, int, "--lengths")
     print(niah_command(args.checkpoint, kinds, lengths, parse_list(args.depths, float, "--depths"), args.samples,
-                       args.seed, args.haystack, args.out, args.device))
+                       args.seed, args.haystack, args.out, args.device, args.forget_scale))
 
 
 def _babilong(args: argparse.Namespace) -> None:
@@ -59,6 +59,9 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
                       help="the essays the n and w needles hide in: a text file or a dataset key")
     niah.add_argument("--out", help="where to write niah.md, niah.png, results.jsonl (default: beside the checkpoint)")
     niah.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    niah.add_argument("--forget-scale", type=float, default=1.0,
+                      help="multiply the memory's forgetting gate by this (0: no forgetting), to test whether "
+                           "forgetting is what limits the reach")
     niah.set_defaults(run=_niah)
 
     babilong = commands.add_parser("babilong", help="BABILong accuracy of a language model (your BABILong files)")

@@ -9,7 +9,7 @@ from .babilong import babilong_files, babilong_table, evaluate_babilong
 from .corpus import Corpus
 from .generation import file_token_blocks, generate_text, load_language_model, stream_metrics
 from .niah import ESSAYS
-from .niah_eval import evaluate_niah, write_report
+from .niah_eval import evaluate_niah, scale_forgetting, write_report
 from .tokenizers import train_bpe
 
 
@@ -35,9 +35,16 @@ def tokenizer_command(corpus: str, vocab_size: int, out: str, text_field: str = 
 
 
 def niah_command(checkpoint: str, kinds: list[str], lengths: list[int], depths: list[float], samples: int = 4,
-                 seed: int = 0, haystack: str = ESSAYS, out: str | None = None, device: str = "auto") -> str:
-    """S-NIAH accuracy of a checkpoint per kind, length and depth: the table, and where the files went."""
+                 seed: int = 0, haystack: str = ESSAYS, out: str | None = None, device: str = "auto",
+                 forget_scale: float = 1.0) -> str:
+    """S-NIAH accuracy of a checkpoint per kind, length and depth: the table, and where the files went.
+
+    ``forget_scale`` multiplies every memory's forgetting gate (0: it never forgets), to test whether
+    forgetting is what limits the reach.
+    """
     loaded = load_language_model(checkpoint, device)
+    if forget_scale != 1:
+        scale_forgetting(loaded.model, forget_scale)
     results = evaluate_niah(loaded, kinds, lengths, depths, samples, seed, haystack)
     out_dir = Path(out) if out else Path(checkpoint).parent / "niah"
     table = write_report(results, out_dir)

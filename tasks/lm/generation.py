@@ -34,7 +34,7 @@ class LoadedModel:
 
     model: nn.Module
     tokenizer: Tokenizer
-    recipe: Recipe
+    recipe: Recipe | None    # None: a model not read from a checkpoint
     context: int | None      # the most tokens it may read at once (None: no limit)
 
     @property

@@ -6,7 +6,10 @@ import random
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from torch import nn
 from tqdm import tqdm
+
+from titans_seq.memory import NeuralMemory
 
 from titans_seq.engine.records import write_atomically
 
@@ -46,11 +49,29 @@ def evaluate_niah(loaded: LoadedModel, kinds: list[str], lengths: list[int], dep
     return results
 
 
+def scale_forgetting(model: nn.Module, scale: float) -> None:
+    """Multiply every memory's forgetting gate alpha by ``scale`` (0: the memory never forgets)."""
+    for memory in model.modules():
+        if isinstance(memory, NeuralMemory):
+            def scaled(x, gates=memory.gates):
+                lr, eta, alpha = gates(x)
+                return lr, eta, alpha * scale
+            memory.gates = scaled
+
+
 def _accuracy(results: list[NeedleResult]) -> dict[tuple[str, int, float], float]:
     cells: dict[tuple[str, int, float], list[float]] = {}
     for r in results:
         cells.setdefault((r.kind, r.length, r.depth), []).append(r.score)
     return {cell: sum(scores) / len(scores) for cell, scores in cells.items()}
+
+
+def length_accuracy(results: list[NeedleResult]) -> dict[int, float]:
+    """The mean score at each context length, over every kind, depth and sample."""
+    scores: dict[int, list[float]] = {}
+    for r in results:
+        scores.setdefault(r.length, []).append(r.score)
+    return {length: sum(values) / len(values) for length, values in sorted(scores.items())}
 
 
 def _axes(results: list[NeedleResult]) -> tuple[list[str], list[int], list[float]]:

@@ -5,13 +5,14 @@ by the answer. By default only the answer's tokens are trained on; ``loss_on: al
 every next token as a language model does (the repeated haystack and the needle's own repetition
 teach copying long before the sparse answer signal does). ``haystack`` may name a text file whose
 sentences fill the training prompts instead of the noise paragraph. A model trained here at <= 2K tokens is
-then asked at far greater lengths by ``titans-seq niah`` (or benchmarks/niah_recall.py), reading
-the prompt through its state.
+then asked at far greater lengths, reading the prompt through its state: after training with
+``test_lengths`` (test metrics ``accuracy@<length>``, as suites tabulate them), or later by
+``titans-seq niah``.
 """
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable
 
@@ -26,11 +27,14 @@ from titans_seq.engine.registry import register_task
 from titans_seq.engine.task import Task
 from titans_seq.errors import UserError
 
+from .generation import LoadedModel
 from .niah import Haystack, make_sample, read_haystack
+from .niah_eval import evaluate_niah, length_accuracy, write_report
 from .task import carried_state_loss
 from .tokenizers import ByteTokenizer
 
 ANSWER_TOKENS = 6            # " 12345" in bytes
+ANSWER_ROOM = 64             # tokens left for the start token and the written answer within a fixed context
 
 
 @dataclass
@@ -44,6 +48,10 @@ class PasskeyConfig:
     loss_on: str = "answer"  # answer | all (every next token; validation and test score the answer only)
     carry_state: int = 0     # training batches in a row that start from the previous one's final state
     haystack: str = "noise"  # noise (the repeated paragraph the pk needle is asked in) or a text file to fill with
+    # after training, the best model is also asked at these lengths (S-NIAH pk, read through its state):
+    test_lengths: list[int] = field(default_factory=list)   # test metrics accuracy@<length>; niah/ in the run
+    test_depths: list[float] = field(default_factory=lambda: [0.0, 0.25, 0.5, 0.75, 1.0])
+    test_samples: int = 4    # prompts per (length, depth)
 
 
 class PasskeySequences(Dataset):
@@ -112,6 +120,18 @@ class PasskeyTask(Task):
 
     def loss(self, model: nn.Module, batch) -> Tensor:
         return self.next_token_loss(model, batch)
+
+    def final_metrics(self, model: nn.Module, run_dir: Path) -> dict[str, float]:
+        """Accuracy at each of ``test_lengths`` (a transformer only up to its training length); niah/ in the run."""
+        c = self.config
+        context = c.seq_len if model.backbone.config.variant == "transformer" else None
+        lengths = [n for n in c.test_lengths if context is None or n + ANSWER_ROOM <= context]
+        if not lengths:
+            return {}
+        results = evaluate_niah(LoadedModel(model, self.tokenizer, None, context), ["pk"], lengths, c.test_depths,
+                                c.test_samples, c.seed)
+        write_report(results, run_dir / "niah")
+        return {f"accuracy@{length}": value for length, value in length_accuracy(results).items()}
 
     def evaluate(self, model: nn.Module, batches: Iterable) -> dict[str, float]:
         """Loss over answer tokens; accuracy: keys whose every digit is the argmax (what greedy decoding writes)."""

@@ -168,6 +168,50 @@ def test_report_rebuilds_from_a_suite_folder(tmp_path, records, references):
                                                                              references)
 
 
+PASSKEY_REFERENCES = """
+sources:
+  paper_niah: {citation: "Test Titans paper", where: "Table 2", scale: 100, titans: true}
+figures:
+  synthetic-passkey:
+    accuracy:
+      - {model: Titans (MAC), source: paper_niah, at: {1024: 99.0, 4096: 90.0}}
+"""
+
+
+def test_metrics_at_lengths_get_published_figures_a_heatmap_and_examples(tmp_path):
+    path = tmp_path / "references.yaml"
+    path.write_text(PASSKEY_REFERENCES)
+    references = load_references(path)
+    assert [(r.metric, r.value) for r in references] == [("accuracy@1024", 0.99), ("accuracy@4096", 0.9)]
+    metrics = ["accuracy", "accuracy@1024", "accuracy@4096"]
+    mini = Suite(name="mini", variants=["swa", "mac"], seeds=[0, 1],
+                 groups=[Group(name="passkey", recipes=["lm_passkey"], metrics=metrics)])
+    records = []
+    for model, at_4k in (("swa", [0.0, 0.25]), ("mac", [0.5, 0.75])):
+        for seed in (0, 1):
+            run_dir = fake_run(tmp_path / "runs", f"{model}/seed-{seed}", [2.0, 1.0])
+            (run_dir / "example.png").write_bytes(PNG_SIGNATURE + f"{model} {seed}".encode())
+            made = record("passkey", "lm_passkey", model, seed,
+                          {"accuracy": 1.0, "accuracy@1024": 1.0, "accuracy@4096": at_4k[seed]}, run_dir)
+            records.append(made | {"dataset": "synthetic-passkey"})   # the task's own data: matched by name
+    text = write_report(mini, records, tmp_path / "out", references)
+    assert section(text, "passkey") == [
+        "| model | lm_passkey accuracy | lm_passkey accuracy@1024 | lm_passkey accuracy@4096 |",
+        "| --- | --- | --- | --- |",
+        "| swa | 1.0000 ± 0.0000 (n=2) | 1.0000 ± 0.0000 (n=2) | 0.1250 ± 0.1768 (n=2) |",
+        "| mac | 1.0000 ± 0.0000 (n=2) | 1.0000 ± 0.0000 (n=2) | 0.6250 ± 0.1768 (n=2) |",
+        "| Titans (MAC), published [1] | — | 0.9900 | 0.9000 |",
+        "| gap: our best Titans − published Titans | — | +0.0100 (mac vs Titans (MAC)) | -0.2750 (mac vs Titans (MAC)) |"]
+    figures = tmp_path / "out" / "figures"
+    # no bar charts for the metrics at lengths: the heatmap shows them
+    assert sorted(p.name for p in figures.iterdir()) == [
+        "passkey-accuracy.png", "passkey-curves.png", "passkey-example-lm_passkey.png", "passkey-lengths.png"]
+    assert (figures / "passkey-lengths.png").read_bytes().startswith(PNG_SIGNATURE)
+    # the example: the best Titans variant's (mac), at its lowest seed
+    assert (figures / "passkey-example-lm_passkey.png").read_bytes() == PNG_SIGNATURE + b"mac 0"
+    assert "![passkey example: lm_passkey: mac, seed 0](figures/passkey-example-lm_passkey.png)" in text
+
+
 def test_model_order_puts_baselines_first():
     assert model_order({"mal", "cnn", "lmm", "swa", "dlinear", "transformer", "mac", "mag"}) == [
         "transformer", "swa", "cnn", "dlinear", "lmm", "mac", "mag", "mal"]
@@ -175,7 +219,8 @@ def test_model_order_puts_baselines_first():
 
 def test_packaged_references_name_registry_keys_and_convert_scales():
     references = load_references()
-    assert references and all(is_dataset_key(r.dataset) for r in references)
+    # registry keys, or the name a task records for its own generated data
+    assert references and all(is_dataset_key(r.dataset) or r.dataset == "synthetic-passkey" for r in references)
     assert all(r.citation and r.where for r in references)
     cnn = [r for r in references if r.dataset == "genomic_benchmarks/human_nontata_promoters" and r.model == "CNN"]
     assert [(r.metric, r.published, r.value) for r in cnn] == [("accuracy", 84.6, pytest.approx(0.846))]

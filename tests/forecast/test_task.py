@@ -85,3 +85,10 @@ def test_the_test_split_is_evaluated_whole_with_its_last_incomplete_batch(series
     assert len(test) % 7                                    # the last batch is incomplete
     seen = sum(len(batch[0]) for batch in evaluation_batches(test, recipe, torch.device("cpu")))
     assert seen == len(test)
+
+
+def test_final_metrics_draw_the_test_period_example(series_csv, tmp_path):
+    task = _task(series_csv)
+    model = task.build_model(TitansConfig(variant="swa", d_model=8, n_layers=1, n_heads=2, window=4))
+    assert task.final_metrics(model.eval(), tmp_path) == {}
+    assert (tmp_path / "example.png").read_bytes().startswith(b"\x89PNG\r\n\x1a\n")

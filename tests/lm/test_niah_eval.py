@@ -9,7 +9,9 @@ from titans_seq.engine.config import load_recipe
 from titans_seq.errors import UserError
 from titans_seq.engine.trainer import train
 from titans_seq.tasks.lm.commands import parse_list
-from titans_seq.tasks.lm.niah_eval import NeedleResult, accuracy_table
+from titans_seq.backbones import LanguageModel, TitansConfig
+from titans_seq.memory import NeuralMemory
+from titans_seq.tasks.lm.niah_eval import NeedleResult, accuracy_table, scale_forgetting
 from titans_seq.tasks.lm.passkey import IGNORE, PasskeyConfig, PasskeySequences, PasskeyTask
 
 from .conftest import TINY_MODEL
@@ -30,6 +32,24 @@ def test_niah_command_writes_table_heatmap_and_records(trained_lm, tmp_path, cap
     assert len(records) == 2 * 2 * 2 and {r["length"] for r in records} == {160, 200}
     assert all(r["score"] in (0.0, 1.0) for r in records)
     assert (out / "niah.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_scale_forgetting_scales_every_memorys_forgetting_gate():
+    model = LanguageModel(32, TitansConfig(variant="mag", d_model=16, n_layers=2, n_heads=2, chunk_size=4, window=8))
+    memories = [m for m in model.modules() if isinstance(m, NeuralMemory)]
+    x = torch.randn(1, 8, 16)
+    before = [memory.gates(x)[2] for memory in memories]
+    scale_forgetting(model, 0.5)
+    assert len(memories) == 2
+    for memory, alpha in zip(memories, before):
+        lr, eta, scaled = memory.gates(x)
+        torch.testing.assert_close(scaled, alpha * 0.5)
+
+
+def test_niah_command_can_switch_forgetting_off(trained_lm, tmp_path, capsys):
+    assert main(["niah", "--checkpoint", str(trained_lm("mac")), "--kinds", "pk", "--lengths", "160",
+                 "--depths", "0", "--samples", "1", "--forget-scale", "0", "--out", str(tmp_path)]) == 0
+    assert "| 160 |" in capsys.readouterr().out
 
 
 def test_niah_past_a_fixed_length_model_is_a_user_error(trained_lm, capsys):
@@ -81,3 +101,23 @@ def test_passkey_recipe_trains(tmp_path, carry_state):
                                         f"run.out_dir={tmp_path}"])
     record = train(recipe)
     assert set(record["metrics"]) == {"loss", "accuracy"} and 0 <= record["metrics"]["accuracy"] <= 1
+
+
+@pytest.mark.parametrize("variant, asked", [("mac", [128, 384]), ("transformer", [128])])
+def test_passkey_test_lengths_ask_the_best_model_far_past_training(tmp_path, variant, asked):
+    """accuracy@<length> per length (a transformer only within its training length), each the mean of the
+    prompts niah/results.jsonl records there."""
+    recipe = load_recipe("lm_passkey", [*TINY_MODEL, "task.seq_len=192", "task.n_train=16", "task.n_val=4",
+                                        "task.n_test=4", "train.max_steps=2", f"model.variant={variant}",
+                                        "task.test_lengths=[128,384]", "task.test_depths=[0,1]",
+                                        "task.test_samples=2", f"run.out_dir={tmp_path}"])
+    record = train(recipe)
+    assert sorted(k for k in record["metrics"] if "@" in k) == sorted(f"accuracy@{n}" for n in asked)
+    rows = [json.loads(line) for line in (recipe.run_dir / "niah" / "results.jsonl").read_text().splitlines()]
+    assert len(rows) == len(asked) * 2 * 2
+    for length in asked:
+        scores = [row["score"] for row in rows if row["length"] == length]
+        assert record["metrics"][f"accuracy@{length}"] == pytest.approx(sum(scores) / len(scores))
+    assert (recipe.run_dir / "niah" / "niah.png").is_file()
+    saved = json.loads((recipe.run_dir / "test_results.json").read_text())
+    assert saved["metrics"] == record["metrics"]

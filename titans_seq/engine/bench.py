@@ -90,11 +90,11 @@ def _core_shares(jobs: int) -> Queue:
     return shares
 
 
-def _train_in_process(run: Run, recipe: Recipe, cores: list[int]) -> dict:
-    """Train one run in its own ``titans-seq train`` process on ``cores``; its output goes to bench.log."""
+def _train_in_process(recipe_name: str, overrides: tuple[str, ...], recipe: Recipe, cores: list[int]) -> dict:
+    """Train one run (or stage) in its own ``titans-seq train`` process on ``cores``; its output goes to bench.log."""
     recipe.run_dir.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "OMP_NUM_THREADS": str(len(cores))}
-    command = [sys.executable, "-m", "titans_seq.cli", "train", run.column.recipe, *run.overrides]
+    command = [sys.executable, "-m", "titans_seq.cli", "train", recipe_name, *overrides]
     pin = (lambda: os.sched_setaffinity(0, cores)) if hasattr(os, "sched_setaffinity") else None
     with (recipe.run_dir / "bench.log").open("w") as log:
         code = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT, env=env, preexec_fn=pin).returncode
@@ -123,7 +123,8 @@ def run_suite(path: Path, out: Path | None = None, variants: list[str] | None = 
     if jobs < 1:
         raise UserError(f"--jobs {jobs}: give at least 1")
     runs = plan(suite)
-    recipes = {run: load_recipe(run.column.recipe, list(run.overrides)) for run in runs}   # all checked first
+    stages = {run: [load_recipe(run.column.recipe, list(stage)) for stage in run.stages] for run in runs}   # checked
+    recipes = {run: stages[run][-1] for run in runs}      # the last stage's test is the run's result
     finished = {run: record for run in runs if (record := finished_record(recipes[run])) is not None}
     todo = [run for run in runs if run not in finished and (variants is None or run.variant in variants)
             and (seeds is None or run.seed in seeds)]
@@ -139,11 +140,15 @@ def run_suite(path: Path, out: Path | None = None, variants: list[str] | None = 
         """Train one run; a run that fails is noted and the grid goes on."""
         cores = shares.get()
         try:
-            if jobs == 1:
-                print(f"== {run.column.label} / {run.variant} / seed {run.seed}", flush=True)
-                finished[run] = train(recipes[run])
-            else:
-                finished[run] = _train_in_process(run, recipes[run], cores)
+            for number, (overrides, recipe) in enumerate(zip(run.stages, stages[run]), 1):
+                record = finished_record(recipe)   # an earlier stage done before (a curriculum resumes there)
+                if record is None and jobs == 1:
+                    print(f"== {run.column.label} / {run.variant} / seed {run.seed}"
+                          + (f" / stage {number} of {len(run.stages)}" if len(run.stages) > 1 else ""), flush=True)
+                    record = train(recipe)
+                elif record is None:
+                    record = _train_in_process(run.column.recipe, overrides, recipe, cores)
+            finished[run] = record
         except (UserError, TrainingError) as error:
             failed[run] = str(error)
             print(f"== {run.column.label} / {run.variant} / seed {run.seed} failed: {error}", flush=True)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import math
 import re
+import shutil
 import statistics
 from dataclasses import asdict, dataclass
 from importlib import resources
@@ -22,11 +23,13 @@ from titans_seq.errors import UserError
 from titans_seq.files import write_atomically, write_atomically_with
 
 from .suite import Column, Group, Suite, columns
+from .task import EXAMPLE_FIGURE
 
 BASELINES = ("transformer", "swa")
 TITANS = ("lmm", "mac", "mag", "mal")
 LOWER_IS_BETTER = {"loss", "mse", "mae", "mse_original", "mae_original", "mase", "smape", "perplexity",
                    "bits_per_byte"}
+AT_LENGTH = re.compile(r"^(?P<metric>.+)@(?P<length>\d+)$")   # accuracy@16384: a metric at a context length
 AVERAGE = "average"   # an axis value: the figure averages over the axis's values (e.g. every horizon)
 PUBLISHED_STYLES = [("black", "--"), ("dimgray", ":"), ("saddlebrown", "-."), ("purple", "--"), ("darkgreen", ":"),
                     ("darkred", "-."), ("navy", "--"), ("olive", ":")]
@@ -47,9 +50,11 @@ class Reference:
     note: str
     titans: bool
 
-    def matches(self, column: Column, metric: str) -> bool:
+    def matches(self, column: Column, metric: str, dataset: str | None) -> bool:
+        """Whether this figure belongs in ``column``'s cell of ``metric``; ``dataset``: the column's registry
+        key, or for a column of the recipe's own data, the name its task records (e.g. synthetic-passkey)."""
         given = {key: str(value) for key, value in column.settings}
-        return (self.dataset == column.dataset and self.metric == metric
+        return (self.dataset == dataset and self.metric == metric
                 and all(given.get(key) == value for key, value in self.settings))
 
 
@@ -65,13 +70,17 @@ def load_references(path: Path | None = None) -> list[Reference]:
                 if source is None:
                     raise UserError(f"references: {dataset} {metric} {entry['model']} cites unknown source "
                                     f"{entry['source']}")
-                points = ({((entry["by"], str(key)),): value for key, value in entry["values"].items()}
-                          if "by" in entry else
-                          {tuple((k, str(v)) for k, v in entry.get("settings", {}).items()): entry["value"]})
-                found.extend(Reference(dataset, metric, entry["model"], float(value) / source.get("scale", 1),
+                if "at" in entry:      # one figure per length: metrics <metric>@<length>
+                    points = [(f"{metric}@{length}", (), value) for length, value in entry["at"].items()]
+                elif "by" in entry:
+                    points = [(metric, ((entry["by"], str(key)),), value) for key, value in entry["values"].items()]
+                else:
+                    points = [(metric, tuple((k, str(v)) for k, v in entry.get("settings", {}).items()),
+                               entry["value"])]
+                found.extend(Reference(dataset, name, entry["model"], float(value) / source.get("scale", 1),
                                        float(value), settings, source["citation"], source["where"],
                                        source.get("note", ""), bool(source.get("titans", False)))
-                             for settings, value in points.items())
+                             for name, settings, value in points)
     return found
 
 
@@ -150,7 +159,9 @@ def _summarise(group: Group, records: list[dict], references: list[Reference]) -
             mine = [r for r in runs if row(r) == model]
             models[model] = {metric: summary(values) for metric in group.metrics
                              if (values := _values(mine, metric, len(members)))}
-        chosen = {metric: [ref for ref in references if ref.matches(column, metric)] for metric in group.metrics}
+        dataset = column.dataset or next((r["dataset"] for r in runs), None)
+        chosen = {metric: [ref for ref in references if ref.matches(column, metric, dataset)]
+                  for metric in group.metrics}
         gaps = {}
         for metric in group.metrics:
             best = _better(metric, [(models[m][metric]["mean"], m) for m in TITANS if metric in models.get(m, {})])
@@ -271,6 +282,64 @@ def _learning_curves(group: Group, summary: list[dict], path: Path) -> bool:
     return drawn
 
 
+def _length_heatmap(group: Group, summary: list[dict], path: Path) -> bool:
+    """The S-NIAH table as a heatmap: a row per model (ours: the mean over seeds; then the published ones),
+    a column per context length, a panel per column of the group and metric; False if no metric has lengths."""
+    by_metric: dict[str, list[tuple[int, str]]] = {}
+    for name in group.metrics:
+        if match := AT_LENGTH.match(name):
+            by_metric.setdefault(match["metric"], []).append((int(match["length"]), name))
+    panels = [(column, metric, sorted(names)) for column in summary for metric, names in by_metric.items()
+              if any(name in m for m in column["models"].values() for _, name in names)]
+    if not panels:
+        return False
+    most_rows = max(len(column["models"]) + len({r["model"] for refs in column["references"].values() for r in refs})
+                    for column, *_ in panels)
+    most_lengths = max(len(names) for *_, names in panels)
+    figure = Figure(figsize=((2.6 + 0.8 * most_lengths) * len(panels), 1.0 + 0.3 * most_rows))
+    for axes, (column, metric, names) in zip(figure.subplots(1, len(panels), squeeze=False)[0], panels):
+        rows = [(model, [stats[name]["mean"] if name in (stats := column["models"][model]) else math.nan
+                         for _, name in names]) for model in column["models"]]
+        published = dict.fromkeys(r["model"] for _, name in names for r in column["references"].get(name, []))
+        rows += [(f"{model} (published)", [next((r["value"] for r in column["references"].get(name, [])
+                                                 if r["model"] == model), math.nan) for _, name in names])
+                 for model in published]
+        image = axes.imshow([values for _, values in rows], vmin=0, vmax=1, cmap="RdYlGn", aspect="auto")
+        axes.set_xticks(range(len(names)), [f"{n // 1024}K" if n >= 1024 and n % 1024 == 0 else str(n)
+                                            for n, _ in names])
+        axes.set_yticks(range(len(rows)), [label for label, _ in rows], fontsize=7)
+        for y, (_, values) in enumerate(rows):
+            for x, value in enumerate(values):
+                if not math.isnan(value):
+                    axes.text(x, y, f"{value:.2f}", ha="center", va="center", fontsize=7)
+        axes.set(xlabel="context length (tokens)")
+        axes.set_title(f"{column['label']}: {metric}", fontsize=8)
+    figure.colorbar(image, ax=list(figure.axes), label="accuracy")
+    _save(figure, path)
+    return True
+
+
+def _copy_examples(group: Group, summary: list[dict], folder: Path) -> list[tuple[str, str]]:
+    """Per dataset of the group, one run's example figure (the best Titans variant's, else the best model's, at
+    its lowest seed, in the dataset's first column that has one) copied into ``folder``; (caption, file name)."""
+    copied, done = [], set()
+    for column in summary:
+        if column["dataset"] in done or not column["runs"]:
+            continue
+        metric = group.metrics[0]
+        ranked = [(stats[metric]["mean"], model) for model, stats in column["models"].items() if metric in stats]
+        best = _better(metric, [pair for pair in ranked if pair[1] in TITANS]) or _better(metric, ranked)
+        runs = sorted((r for r in column["runs"] if best and row(r) == best[1]), key=lambda r: r["seed"])
+        source = Path(runs[0].get("run_dir", "")) / EXAMPLE_FIGURE if runs else None
+        if source is None or not source.is_file():
+            continue
+        name = _file_name(group.name, "example", column["label"])
+        write_atomically_with(folder / name, lambda tmp, source=source: shutil.copyfile(source, tmp))
+        copied.append((f"{column['label']}: {best[1]}, seed {runs[0]['seed']}", name))
+        done.add(column["dataset"])
+    return copied
+
+
 def write_report(suite: Suite, records: list[dict], folder: Path,
                  references: list[Reference] | None = None) -> str:
     """Write ``report.md``, ``results.json`` and ``figures/*.png`` for the suite's records into ``folder``.
@@ -286,10 +355,15 @@ def write_report(suite: Suite, records: list[dict], folder: Path,
                    "standard deviation over the n seeds run; published figures in our units. A gap is the mean of "
                    "our best Titans variant (lmm, mac, mag, mal) less the published figure.\n")]
         for metric in group.metrics:
-            if any(metric in models for column in summary for models in column["models"].values()):
+            if not AT_LENGTH.match(metric) and any(metric in models for column in summary for models in column["models"].values()):
                 name = _file_name(group.name, metric)
                 _bar_chart(group, summary, metric, folder / "figures" / name)
                 parts.append(f"![{group.name}: {metric}](figures/{name})\n")
+        name = _file_name(group.name, "lengths")
+        if _length_heatmap(group, summary, folder / "figures" / name):
+            parts.append(f"![{group.name}: accuracy by context length](figures/{name})\n")
+        for caption, name in _copy_examples(group, summary, folder / "figures"):
+            parts.append(f"![{group.name} example: {caption}](figures/{name})\n")
         name = _file_name(group.name, "curves")
         if _learning_curves(group, summary, folder / "figures" / name):
             parts.append(f"![{group.name}: learning curves](figures/{name})\n")

@@ -14,7 +14,9 @@ crossed with the suite's variants and seeds. A suite file without ``groups`` is 
         metrics: [mse, mae]
 
 A *column* is one (recipe, dataset, axis values) of a group; its label reads
-``forecast@ett/ETTm1 task.horizon=96``, and every run of it is one variant at one seed.
+``forecast@ett/ETTm1 task.horizon=96``, and every run of it is one variant at one seed. A group
+with ``stages`` trains each run as a curriculum: stage after stage, each from the previous
+stage's best checkpoint, the last stage's test being the run's result.
 """
 from __future__ import annotations
 
@@ -44,6 +46,8 @@ class Group:
     overrides: list[str] = field(default_factory=list)     # this group's runs
     variants: list[str] = field(default_factory=list)      # this group's rows; empty: the suite's
     variant_overrides: dict[str, list[str]] = field(default_factory=dict)   # after the suite's
+    stages: list[list[str]] = field(default_factory=list)  # a curriculum: each stage's overrides, each stage
+    #   trained from the previous one's best checkpoint (model.init_from); the last stage's test is the run's
     minutes_per_run: float = 0.0                            # a CPU estimate for --dry-run; 0: unknown
 
 
@@ -62,6 +66,7 @@ class Suite:
     datasets: list[str] = field(default_factory=list)
     axes: dict[str, list[Any]] = field(default_factory=dict)
     metrics: list[str] = field(default_factory=lambda: ["loss"])
+    stages: list[list[str]] = field(default_factory=list)
     minutes_per_run: float = 0.0
 
 
@@ -101,8 +106,13 @@ class Run:
     column: Column
     variant: str                             # the row: a backbone variant, or one of the suite's models
     seed: int
-    overrides: tuple[str, ...]               # the whole list, in the order applied
-    minutes: float                           # the group's estimate; 0: unknown
+    stages: tuple[tuple[str, ...], ...]      # per stage (one without a curriculum), the whole override list in
+    minutes: float                           # the order applied; the group's estimate (0: unknown)
+
+    @property
+    def overrides(self) -> tuple[str, ...]:
+        """The last stage's overrides: the recipe whose test is the run's result."""
+        return self.stages[-1]
 
 
 def packaged_suites() -> dict[str, Path]:
@@ -125,7 +135,7 @@ def load_suite(path: Path) -> Suite:
         raise UserError(f"suite {path}: give either groups or top-level recipes, not both")
     if not suite.groups:
         suite.groups = [Group(recipes=suite.recipes, datasets=suite.datasets, axes=suite.axes, metrics=suite.metrics,
-                              minutes_per_run=suite.minutes_per_run)]
+                              stages=suite.stages, minutes_per_run=suite.minutes_per_run)]
     rows = set(suite.variants).union(*(group.variants for group in suite.groups))
     rows |= set(suite.variant_overrides).union(*(group.variant_overrides for group in suite.groups))
     unknown = sorted(rows - set(VARIANTS) - set(suite.models))
@@ -155,16 +165,21 @@ def columns(group: Group) -> list[Column]:
 
 def plan(suite: Suite) -> list[Run]:
     """Every run of the suite, group after group, column after column, variant after variant, seed after seed."""
-    runs = []
+    runs, out_dir = [], Path(suite.out_dir) / suite.name
     for group in suite.groups:
         for column in columns(group):
             for variant, seed in itertools.product(group.variants or suite.variants, suite.seeds):
                 model = suite.models.get(variant, [f"model.variant={variant}"])
                 overrides = (*suite.overrides, *group.overrides, *suite.variant_overrides.get(variant, []),
                              *group.variant_overrides.get(variant, []), *column.overrides(), *model, f"run.seed={seed}",
-                             f"run.out_dir={Path(suite.out_dir) / suite.name}",
-                             f"run.name={column.folder}/{variant}/seed-{seed}")
-                runs.append(Run(column, variant, seed, overrides, group.minutes_per_run))
+                             f"run.out_dir={out_dir}")
+                name = f"{column.folder}/{variant}/seed-{seed}"
+                stages = [(*overrides, f"run.name={name}")]
+                if group.stages:
+                    stages = [(*overrides, *stage, f"run.name={name}/stage-{i + 1}",
+                               *([f"model.init_from={out_dir / name / f'stage-{i}' / 'best'}"] if i else []))
+                              for i, stage in enumerate(group.stages)]
+                runs.append(Run(column, variant, seed, tuple(stages), group.minutes_per_run))
     return runs
 
 

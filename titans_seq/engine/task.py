@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from pathlib import Path
 from typing import Any, ClassVar, Iterable
 
 import torch
@@ -10,6 +11,8 @@ from torch.utils.data import Dataset
 
 from titans_seq.backbones import TitansConfig
 from titans_seq.data import with_resolved_path
+
+EXAMPLE_FIGURE = "example.png"   # what a run shows of itself (final_metrics may write it); suite reports include one
 
 
 class Task(ABC):
@@ -45,6 +48,12 @@ class Task(ABC):
     @abstractmethod
     def evaluate(self, model: nn.Module, batches: Iterable[Any]) -> dict[str, float]:
         """Named metrics over ``batches`` (the engine puts the model in eval mode, without grad)."""
+
+    def final_metrics(self, model: nn.Module, run_dir: Path) -> dict[str, float]:
+        """Test metrics beyond the test split's, taken once with the best weights (the model in eval mode,
+        without grad): e.g. recall far past the training length. A task may write what shows the
+        run (``run_dir / EXAMPLE_FIGURE``, a report folder) into ``run_dir``. By default none."""
+        return {}
 
     def tokens(self, batch: Any) -> int:
         """How many tokens a batch holds, for throughput figures; by default batch x length of its first tensor."""

@@ -317,6 +317,10 @@ class Trainer:
         if (best / "COMPLETE").exists():
             self.load_weights(best)
         metrics, _ = evaluate(self.task, model, self.splits["test"], self.recipe, self.env.device, label="testing")
+        model.eval()   # every process takes part (a sharded model's forward is collective); writes are atomic
+        with torch.no_grad(), autocast_context(self.recipe, self.env.device):
+            metrics.update(self.task.final_metrics(model, self.run_dir))
+        model.train()
         best_val = next(({k: v for k, v in h.items() if k != "step"} for h in self.state.history
                          if h["step"] == self.state.best_step), {})
         record = self.record("test", metrics, tokens_per_s, best_step=self.state.best_step, val_metrics=best_val)
