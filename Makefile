@@ -17,6 +17,7 @@ test: setup
 
 docs: setup
 	VENV=$(VENV) EXTRAS=test,docs bash scripts/setup.sh
+	rm -rf .cache/docs && for page in docs/tutorials/*.md; do mkdir -p .cache/docs/$$(basename $$page .md); done
 	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --quiet --site-dir site
 
 bench: setup

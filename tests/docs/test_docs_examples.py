@@ -1,7 +1,8 @@
 """The guides' and tutorials' ```python blocks run, page by page, so the docs cannot rot.
 
 A page's blocks share one namespace, in order, and run in a temporary directory. Illustrative
-fragments that are not meant to run are fenced as ```py instead.
+fragments that are not meant to run are fenced as ```py instead. The tutorials' blocks carry
+markdown-exec options (``exec="on"``...): the docs build runs them too and renders their output.
 """
 import re
 from pathlib import Path
@@ -10,7 +11,7 @@ import pytest
 
 DOCS = Path(__file__).resolve().parents[2] / "docs"
 PAGES = sorted([*DOCS.glob("guide/*.md"), *DOCS.glob("tutorials/*.md")])
-BLOCK = re.compile(r"^```python\n(.*?)^```", re.S | re.M)
+BLOCK = re.compile(r"^```python(?: [^\n]*)?\n(.*?)^```", re.S | re.M)   # exec="on" ...: markdown-exec options
 
 
 def test_there_are_pages_with_examples():

@@ -108,6 +108,7 @@ class Run:
     seed: int
     stages: tuple[tuple[str, ...], ...]      # per stage (one without a curriculum), the whole override list in
     minutes: float                           # the order applied; the group's estimate (0: unknown)
+    run_dir: Path                            # the last stage's folder (run.out_dir / run.name)
 
     @property
     def overrides(self) -> tuple[str, ...]:
@@ -179,7 +180,8 @@ def plan(suite: Suite) -> list[Run]:
                     stages = [(*overrides, *stage, f"run.name={name}/stage-{i + 1}",
                                *([f"model.init_from={out_dir / name / f'stage-{i}' / 'best'}"] if i else []))
                               for i, stage in enumerate(group.stages)]
-                runs.append(Run(column, variant, seed, tuple(stages), group.minutes_per_run))
+                    name = f"{name}/stage-{len(group.stages)}"
+                runs.append(Run(column, variant, seed, tuple(stages), group.minutes_per_run, out_dir / name))
     return runs
 
 
