@@ -16,7 +16,7 @@ import torch
 from omegaconf import OmegaConf
 
 from titans_seq.backbones import VARIANTS
-from titans_seq.data import is_dataset_key
+from titans_seq.data import data_overrides
 from titans_seq.engine.checkpoint import read_checkpoint_config
 from titans_seq.engine.config import Recipe, build_recipe, load_recipe
 from titans_seq.engine.distributed import close_process, init_process
@@ -56,8 +56,7 @@ class ForecastResult:
 
 
 def _data_overrides(options: ForecastOptions) -> list[str]:
-    source = ([f"data.dataset={options.data}", "data.path=null"] if is_dataset_key(options.data)
-              and not Path(options.data).expanduser().exists() else [f"data.path={options.data}"])
+    source = data_overrides(options.data)
     overrides = [*source, f"data.on_irregular={options.on_irregular}",
                  f"data.targets={json.dumps(list(options.targets))}"]
     if options.time_column:

@@ -3,7 +3,7 @@ from pathlib import Path
 
 import pytest
 
-from titans_seq.data import MIRROR_ENV, DataSource, with_resolved_path
+from titans_seq.data import MIRROR_ENV, DataSource, data_overrides, with_resolved_path
 from titans_seq.engine.config import load_recipe, packaged_recipes
 
 USER_CORPUS = {"lm_170m", "lm_340m", "lm_760m"}   # the paper-scale recipes train on the user's own corpus
@@ -34,3 +34,12 @@ def test_no_dataset_and_no_path_is_one_line():
     with pytest.raises(ValueError, match="data.dataset") as error:
         with_resolved_path(DataSource())
     assert "\n" not in str(error.value)
+
+
+def test_data_overrides_take_a_key_unless_a_local_file_has_its_name(tmp_path, monkeypatch):
+    assert data_overrides("ett/ETTm1") == ["data.dataset=ett/ETTm1", "data.path=null"]
+    assert data_overrides(str(tmp_path / "mine.csv")) == [f"data.path={tmp_path / 'mine.csv'}"]
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "ett").mkdir()
+    (tmp_path / "ett" / "ETTm1").write_text("date,OT\n")        # a file of the user's, named like a key
+    assert data_overrides("ett/ETTm1") == ["data.path=ett/ETTm1"]

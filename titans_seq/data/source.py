@@ -4,9 +4,10 @@ from __future__ import annotations
 import dataclasses
 import sys
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TypeVar
 
-from .registry import DataError, resolve
+from .registry import DataError, is_dataset_key, resolve
 
 Source = TypeVar("Source")
 
@@ -17,6 +18,14 @@ class DataSource:
 
     dataset: str | None = None    # a key of `titans-seq data list`, fetched and cached on first use
     path: str | None = None       # a file or folder of your own
+
+
+def data_overrides(source: str) -> list[str]:
+    """The recipe overrides that point a data section at ``source``: a registry key (unless a local file or
+    folder of that name exists) or a path."""
+    if is_dataset_key(source) and not Path(source).expanduser().exists():
+        return [f"data.dataset={source}", "data.path=null"]
+    return [f"data.path={source}"]
 
 
 def with_resolved_path(data: Source) -> Source:

@@ -30,7 +30,7 @@ from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from titans_seq.backbones import VARIANTS
-from titans_seq.data import is_dataset_key
+from titans_seq.data import data_overrides, is_dataset_key
 from titans_seq.errors import UserError
 
 from .config import resolve_recipe_path
@@ -94,11 +94,7 @@ class Column:
 
     def overrides(self) -> list[str]:
         """What makes this column's runs differ from the recipe's: its dataset and axis values."""
-        source = []
-        if self.dataset:
-            source = ([f"data.dataset={self.dataset}", "data.path=null"] if is_dataset_key(self.dataset)
-                      else [f"data.path={self.dataset}"])
-        return [*source, *(f"{key}={value}" for key, value in self.settings)]
+        return [*(data_overrides(self.dataset) if self.dataset else []), *(f"{key}={value}" for key, value in self.settings)]
 
 
 @dataclass(frozen=True)
