@@ -13,14 +13,14 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 import torch
-from omegaconf import OmegaConf
 
 from titans_seq.backbones import VARIANTS
 from titans_seq.data import data_overrides
-from titans_seq.engine.checkpoint import read_checkpoint_config
-from titans_seq.engine.config import Recipe, build_recipe, load_recipe
+from titans_seq.engine.checkpoint import BEST
+from titans_seq.engine.config import Recipe, load_recipe
 from titans_seq.engine.distributed import close_process, init_process
 from titans_seq.engine.records import write_record
+from titans_seq.engine.runs import find_checkpoint, saved_recipe
 from titans_seq.engine.trainer import Trainer, evaluate
 from titans_seq.errors import UserError
 from titans_seq.files import write_atomically_with
@@ -84,28 +84,21 @@ def training_recipe(options: ForecastOptions) -> Recipe:
 
 
 def checkpoint_recipe(options: ForecastOptions, checkpoint: Path) -> Recipe:
-    """The recipe a checkpoint was trained with, pointed at the command's data file."""
-    config_file = checkpoint / "config.json"
-    if not (checkpoint / "COMPLETE").is_file() or not config_file.is_file():
-        raise UserError(f"--checkpoint {checkpoint}: not a complete checkpoint folder (e.g. FORECAST_OUT/model/best)")
-    saved = read_checkpoint_config(checkpoint)
-    if saved.get("task", {}).get("name") != ForecastTask.name:
-        raise UserError(f"--checkpoint {checkpoint}: trained for task {saved.get('task', {}).get('name')!r}, "
-                        "not forecasting")
-    asked = {"task.horizon": options.horizon, "task.lookback": options.lookback,
-             "task.quantiles": options.quantiles or None}
+    """The recipe a checkpoint (or run folder) was trained with, pointed at the command's data file."""
+    recipe = saved_recipe(checkpoint, [*_data_overrides(options), f"run.out_dir={options.out}", "run.name=model",
+                                       *options.overrides])
+    if recipe.task.name != ForecastTask.name:
+        raise UserError(f"--checkpoint {checkpoint}: trained for task {recipe.task.name!r}, not forecasting")
+    asked = {"horizon": options.horizon, "lookback": options.lookback, "quantiles": options.quantiles or None}
     for key, value in asked.items():
-        kept = OmegaConf.select(OmegaConf.create(saved), key)
+        kept = getattr(recipe.task, key)
         if value is not None and value != kept:
-            raise UserError(f"--checkpoint {checkpoint} was trained with {key.split('.')[1]}={kept}; got {value}")
+            raise UserError(f"--checkpoint {checkpoint} was trained with {key}={kept}; got {value}")
     if options.variant is not None:
-        kept = "dlinear" if saved["task"]["architecture"] == "dlinear" else saved["model"]["variant"]
+        kept = "dlinear" if recipe.task.architecture == "dlinear" else recipe.model.variant
         if options.variant != kept:
             raise UserError(f"--checkpoint {checkpoint} holds a {kept} model; got --variant {options.variant}")
-    saved["model"]["init_from"] = None
-    raw = OmegaConf.merge(OmegaConf.create(saved), OmegaConf.from_dotlist(
-        [*_data_overrides(options), f"run.out_dir={options.out}", "run.name=model", *options.overrides]))
-    return build_recipe(raw, str(config_file))
+    return recipe
 
 
 def future_forecast(task: ForecastTask, model: torch.nn.Module, device: torch.device) -> np.ndarray:
@@ -133,7 +126,7 @@ def write_forecast_csv(path: Path, task: ForecastTask, forecast: np.ndarray) -> 
 
 def run_forecast(options: ForecastOptions) -> ForecastResult:
     """Train (or load ``options.checkpoint``), test on the held-out split, forecast, plot."""
-    checkpoint = Path(options.checkpoint) if options.checkpoint else None
+    checkpoint = find_checkpoint(options.checkpoint) if options.checkpoint else None
     recipe = checkpoint_recipe(options, checkpoint) if checkpoint else training_recipe(options)
     out = Path(options.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -146,7 +139,7 @@ def run_forecast(options: ForecastOptions) -> ForecastResult:
             write_record(out / "test_results.json", trainer.record("test", metrics, 0.0, checkpoint=str(checkpoint)))
         else:
             metrics = trainer.fit()["metrics"]
-            checkpoint = trainer.run_dir / "best"
+            checkpoint = trainer.run_dir / BEST
         task, model = trainer.task, trainer.model.eval()
         forecast = future_forecast(task, model, env.device)
         csv_path, png_path = out / "forecast.csv", out / "forecast.png"

@@ -27,8 +27,9 @@ from torch import nn
 from torch.utils.data import ConcatDataset, Dataset
 
 from titans_seq.backbones import TitansConfig
-from titans_seq.engine.checkpoint import read_model_state
+from titans_seq.engine.checkpoint import BEST, COMPLETE, CONFIG, MODEL
 from titans_seq.engine.config import load_recipe
+from titans_seq.engine.runs import open_run
 from titans_seq.engine.trainer import train
 from titans_seq.errors import UserError
 from titans_seq.files import write_atomically, write_atomically_with
@@ -159,11 +160,15 @@ class TitansPredictor(Predictor):
 
     @classmethod
     def from_checkpoint(cls, directory: str | Path, device: str = "cpu") -> TitansPredictor:
-        """A predictor from a forecasting checkpoint (``titans-seq train/forecast``) or a serialised predictor."""
+        """A predictor from a forecasting run or checkpoint (``titans-seq train/forecast``), or from a folder
+        :meth:`serialize` wrote (GluonTS's own layout: its files, our ``config.json`` and ``model.safetensors``)."""
         directory = Path(directory)
-        config_file = directory / "config.json"
+        if (directory / COMPLETE).is_file() or (directory / BEST / COMPLETE).is_file():
+            run = open_run(directory, device=device, task=ForecastTask.name, with_data=False)
+            return cls(run.model, run.recipe.task, run.recipe.model.backbone(), device=device)
+        config_file = directory / CONFIG
         if not config_file.is_file():
-            raise UserError(f"{directory}: no config.json; not a forecasting checkpoint")
+            raise UserError(f"{directory}: no {CONFIG}; not a forecasting checkpoint")
         saved = json.loads(config_file.read_text())
         if saved.get("task", {}).get("name") != ForecastTask.name:
             raise UserError(f"{directory}: trained for task {saved.get('task', {}).get('name')!r}, not forecasting")
@@ -171,9 +176,7 @@ class TitansPredictor(Predictor):
         model_values = {k: v for k, v in saved["model"].items() if k != "init_from"}
         model_config = TitansConfig(**model_values)
         model = ForecastTask(task_config).build_model(model_config)
-        state = (read_model_state(directory) if (directory / "COMPLETE").is_file()
-                 else load_file(directory / "model.safetensors"))
-        model.load_state_dict(state)
+        model.load_state_dict(load_file(directory / MODEL))
         return cls(model, task_config, model_config, device=device)
 
     def serialize(self, path: Path) -> None:
@@ -181,9 +184,9 @@ class TitansPredictor(Predictor):
         path.mkdir(parents=True, exist_ok=True)
         super().serialize(path)
         config = {"task": dataclasses.asdict(self.task_config), "model": self.model_config.to_dict()}
-        write_atomically(path / "config.json", json.dumps(config, indent=1))
+        write_atomically(path / CONFIG, json.dumps(config, indent=1))
         tensors = {k: v.detach().cpu().contiguous() for k, v in self.model.state_dict().items()}
-        write_atomically_with(path / "model.safetensors", lambda tmp: save_file(tensors, tmp))
+        write_atomically_with(path / MODEL, lambda tmp: save_file(tensors, tmp))
 
     @classmethod
     def deserialize(cls, path: Path, device: str = "cpu", **kwargs) -> TitansPredictor:
@@ -216,4 +219,4 @@ class TitansEstimator(Estimator):
             raise UserError("the training dataset holds no series")
         task = SeriesListTask(recipe.task, train_series, self.freq, val_series)
         train(recipe, task=task)
-        return TitansPredictor.from_checkpoint(Path(self.out_dir) / "model" / "best", device=self.device)
+        return TitansPredictor.from_checkpoint(Path(self.out_dir) / "model" / BEST, device=self.device)

@@ -13,13 +13,10 @@ from typing import Callable, Iterator
 
 import numpy as np
 import torch
-from omegaconf import OmegaConf
 from torch import Tensor, nn
 
-from titans_seq.engine.checkpoint import read_checkpoint_config, read_model_state
-from titans_seq.engine.config import Recipe, build_recipe
-from titans_seq.engine.distributed import choose_device
-from titans_seq.engine.registry import get_task
+from titans_seq.engine.config import Recipe
+from titans_seq.engine.runs import open_run
 from titans_seq.errors import UserError
 
 from .task import lm_metrics, token_loss_sums
@@ -43,18 +40,12 @@ class LoadedModel:
 
 
 def load_language_model(checkpoint: str | Path, device: str = "auto") -> LoadedModel:
-    """The model of a checkpoint folder (e.g. ``runs/NAME/best``) written by a language-model task."""
-    checkpoint = Path(checkpoint)
-    if not (checkpoint / "COMPLETE").is_file():
-        raise UserError(f"--checkpoint {checkpoint}: not a complete checkpoint directory")
-    recipe = build_recipe(OmegaConf.create(read_checkpoint_config(checkpoint)), str(checkpoint))
-    task = get_task(recipe.task.name)(recipe.task, recipe.data)
-    if not hasattr(task, "tokenizer"):
-        raise UserError(f"--checkpoint {checkpoint}: task {recipe.task.name!r} is not a language model")
-    model = task.build_model(recipe.model.backbone())
-    model.load_state_dict(read_model_state(checkpoint))
-    context = task.context_length if recipe.model.variant == "transformer" else None
-    return LoadedModel(model.to(choose_device(device)).eval(), task.tokenizer, recipe, context)
+    """The model of a run or checkpoint folder (``runs/NAME``, ``runs/NAME/best``) of a language-model task."""
+    run = open_run(checkpoint, device=device)
+    if not hasattr(run.task, "tokenizer"):
+        raise UserError(f"--checkpoint {checkpoint}: task {run.recipe.task.name!r} is not a language model")
+    context = run.task.context_length if run.recipe.model.variant == "transformer" else None
+    return LoadedModel(run.model, run.task.tokenizer, run.recipe, context)
 
 
 def read_in_pieces(model: nn.Module, ids: Tensor, piece: int = PIECE, state: list | None = None):

@@ -25,10 +25,15 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import Tensor
 
+from titans_seq.backbones.backbone import CONFIG_FILE as CONFIG
+from titans_seq.backbones.backbone import WEIGHTS_FILE as MODEL
 from titans_seq.errors import UserError
 
 CHECKPOINTS, COMPLETE, TMP_PREFIX = "checkpoints", "COMPLETE", ".tmp-"
-MODEL, CONFIG, STATE, RNG = "model.safetensors", "config.json", "state.json", "rng"
+BEST = "best"   # a run folder's checkpoint of the best validation metric, beside CHECKPOINTS
+STATE, RNG = "state.json", "rng"
+# the weights and config files have the names Backbone.save_pretrained gives them (a checkpoint's config
+# is the whole recipe, a pretrained backbone's only the backbone's)
 _STEP_NAME = re.compile(r"step-(\d+)")
 # Markers that let JSON carry what it cannot spell: a tensor stored in the sibling safetensors file,
 # a tuple (optimizer betas), a dict with non-string keys (optimizer state is keyed by param index).

@@ -4,18 +4,17 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from titans_seq.errors import UserError
-
 from .config import Recipe
 from .distributed import init_process
 from .records import write_record
+from .runs import find_checkpoint
 from .trainer import Trainer, evaluate
 
 
 def evaluate_checkpoint(recipe: Recipe, checkpoint: Path, split: str = "test", out: Path | None = None) -> dict:
-    """Metrics of ``split`` with the checkpoint's weights, as a result record written to ``out``."""
-    if not (checkpoint / "COMPLETE").is_file():
-        raise UserError(f"--checkpoint {checkpoint}: not a complete checkpoint directory")
+    """Metrics of ``split`` with the checkpoint's weights (a checkpoint folder, or a run folder's best),
+    as a result record written to ``out``."""
+    checkpoint = find_checkpoint(checkpoint)
     env = init_process(recipe.run.device)
     trainer = Trainer(recipe, env)
     trainer.load_weights(checkpoint)

@@ -22,8 +22,8 @@ from tqdm import tqdm
 from titans_seq.backbones import Block
 from titans_seq.errors import TrainingError, UserError
 
-from .checkpoint import (checkpoint_dir, latest_checkpoint, prune_checkpoints, read_model_state, read_optimizer_state,
-                         restore_training_state, save_checkpoint)
+from .checkpoint import (BEST, COMPLETE, checkpoint_dir, latest_checkpoint, prune_checkpoints, read_model_state,
+                         read_optimizer_state, restore_training_state, save_checkpoint)
 from .config import OptimConfig, Recipe, RecipeError, recipe_to_yaml
 from .distributed import (ProcessEnv, all_agree, close_process, full_state_dicts, init_process, load_full_state_dicts,
                           mean_over_processes, wrap_model)
@@ -32,7 +32,6 @@ from .records import result_record, write_atomically, write_record
 from .registry import get_task
 from .task import Task
 
-BEST = "best"
 
 
 @dataclass
@@ -314,7 +313,7 @@ class Trainer:
     def test(self, model: nn.Module, tokens_per_s: float) -> dict:
         """Test metrics, once, with the best checkpoint's weights; written to test_results.json."""
         best = self.run_dir / BEST
-        if (best / "COMPLETE").exists():
+        if (best / COMPLETE).exists():
             self.load_weights(best)
         metrics, _ = evaluate(self.task, model, self.splits["test"], self.recipe, self.env.device, label="testing")
         model.eval()   # every process takes part (a sharded model's forward is collective); writes are atomic
