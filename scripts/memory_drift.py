@@ -1,6 +1,6 @@
 """How a trained model's memory changes while it reads a long haystack: weight norms and gates per piece.
 
-    python benchmarks/memory_drift.py --checkpoint runs/passkey/lm_passkey/lmm/seed-0/stage-2/best --length 8K
+    python scripts/memory_drift.py --checkpoint runs/passkey/lm_passkey/lmm/seed-0/stage-2/best --length 8K
 
 A pass-key prompt (key at --depth, 0 by default, so the rest is noise) is read through the model's
 state in pieces; after each piece the table gives, for every NeuralMemory in the model, the
