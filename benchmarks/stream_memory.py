@@ -18,7 +18,7 @@ from typing import Iterator
 
 import torch
 
-from titans_seq.backbones import LanguageModel
+from titans_seq.tasks.language_model import LanguageModel
 from titans_seq.engine.config import load_recipe
 from titans_seq.tasks.lm.commands import parse_list
 

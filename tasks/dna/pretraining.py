@@ -19,12 +19,13 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.data import TensorDataset
 
-from titans_seq.backbones import LanguageModel, TitansConfig, next_token_loss
+from titans_seq.backbones import TitansConfig
 from titans_seq.data import DataSource
 from titans_seq.engine.registry import register_task
 from titans_seq.engine.task import Task
 from titans_seq.errors import UserError
 
+from ..language_model import LanguageModel, next_token_loss
 from .genome import Genome, split_contigs
 from .tokenizer import DNATokenizer
 

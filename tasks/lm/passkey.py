@@ -21,12 +21,13 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.data import Dataset
 
-from titans_seq.backbones import IGNORE, LanguageModel, TitansConfig
+from titans_seq.backbones import TitansConfig
 from titans_seq.data import resolve_path
 from titans_seq.engine.registry import register_task
 from titans_seq.engine.task import Task
 from titans_seq.errors import UserError
 
+from ..language_model import IGNORE, LanguageModel
 from .generation import LoadedModel
 from .niah import Haystack, make_sample, read_haystack
 from .niah_eval import evaluate_niah, length_accuracy, write_report

@@ -14,13 +14,14 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from titans_seq.backbones import CarriedStateLoss, LanguageModel, TitansConfig
+from titans_seq.backbones import TitansConfig
 from titans_seq.data import DataSource
 from titans_seq.engine.distributed import first_process_only
 from titans_seq.engine.registry import register_task
 from titans_seq.engine.task import Task
 from titans_seq.errors import UserError
 
+from ..language_model import CarriedStateLoss, LanguageModel
 from .corpus import Corpus
 from .shards import PackedSequences, TokenShards, cached_shards
 from .tokenizers import BYTE, load_tokenizer

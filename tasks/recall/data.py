@@ -11,7 +11,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import TensorDataset
 
-from titans_seq.backbones import IGNORE     # targets at positions that are not queries
+from ..language_model import IGNORE     # targets at positions that are not queries
 
 
 def vocabulary_size(n_keys: int, n_values: int) -> int:

@@ -1,4 +1,4 @@
-"""The recall task: a token model around the Backbone, cross-entropy at the queries, accuracy."""
+"""The recall task: the shared token model (an untied head) around the Backbone, cross-entropy at the queries, accuracy."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -8,11 +8,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from titans_seq.backbones import Backbone, TitansConfig, next_token_loss
+from titans_seq.backbones import TitansConfig
 from titans_seq.engine.registry import register_task
 from titans_seq.engine.task import Task
 
-from .data import IGNORE, recall_dataset, recall_sequences, vocabulary_size
+from ..language_model import IGNORE, LanguageModel, next_token_loss
+from .data import recall_dataset, recall_sequences, vocabulary_size
 
 
 @dataclass
@@ -28,19 +29,6 @@ class RecallConfig:
     seed: int = 1234          # the data's seed (the run's seed drives initialisation and order)
 
 
-class TokenModel(nn.Module):
-    """Embedding -> Backbone -> linear head over the vocabulary."""
-
-    def __init__(self, vocab_size: int, config: TitansConfig):
-        super().__init__()
-        self.embed = nn.Embedding(vocab_size, config.d_model)
-        self.backbone = Backbone(config)
-        self.head = nn.Linear(config.d_model, vocab_size, bias=False)
-
-    def forward(self, tokens: Tensor) -> Tensor:
-        return self.head(self.backbone(self.embed(tokens)))
-
-
 @register_task
 class RecallTask(Task):
     name = "recall"
@@ -48,7 +36,8 @@ class RecallTask(Task):
     dataset_name = "synthetic-mqar"
 
     def build_model(self, model_config: TitansConfig) -> nn.Module:
-        return TokenModel(vocabulary_size(self.config.n_keys, self.config.n_values), model_config)
+        return LanguageModel(vocabulary_size(self.config.n_keys, self.config.n_values), model_config,
+                             tie_embeddings=False)
 
     def datasets(self):
         c = self.config

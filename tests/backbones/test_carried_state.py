@@ -3,7 +3,7 @@ import torch
 import torch.nn.functional as F
 
 from titans_seq import VARIANTS, TitansConfig
-from titans_seq.backbones import CarriedStateLoss, LanguageModel, next_token_loss
+from titans_seq.tasks.language_model import CarriedStateLoss, LanguageModel, next_token_loss
 
 VOCAB, T = 11, 13
 

@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from titans_seq import TitansConfig
-from titans_seq.backbones import LanguageModel
+from titans_seq.tasks.language_model import LanguageModel
 from titans_seq.errors import UserError
 from titans_seq.tasks.lm.generation import (LoadedModel, check_fits, generate, read_in_pieces, sample_next,
                                             stream_metrics)

@@ -9,7 +9,8 @@ from titans_seq.engine.config import load_recipe
 from titans_seq.errors import UserError
 from titans_seq.engine.trainer import train
 from titans_seq.tasks.lm.commands import parse_list
-from titans_seq.backbones import LanguageModel, TitansConfig
+from titans_seq.backbones import TitansConfig
+from titans_seq.tasks.language_model import LanguageModel
 from titans_seq.memory import NeuralMemory
 from titans_seq.tasks.lm.niah_eval import NeedleResult, accuracy_table, scale_forgetting
 from titans_seq.tasks.lm.passkey import IGNORE, PasskeyConfig, PasskeySequences, PasskeyTask

@@ -4,7 +4,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from titans_seq.backbones import VARIANTS, LanguageModel
+from titans_seq.backbones import VARIANTS
+from titans_seq.tasks.language_model import LanguageModel
 from titans_seq.engine.bench import load_suite
 from titans_seq.engine.config import load_recipe, packaged_recipes
 

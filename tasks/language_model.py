@@ -1,5 +1,5 @@
-"""A token-in, token-out model around the Backbone, with tied embeddings: the language-model head
-shared by the text, passkey and DNA tasks, and the next-token loss, optionally with carried state."""
+"""A token-in, token-out model around the Backbone and the next-token loss (optionally with the state
+carried from batch to batch): the head and losses shared by the text, passkey, DNA-LM and recall tasks."""
 from __future__ import annotations
 
 from dataclasses import fields, is_dataclass, replace
@@ -9,28 +9,32 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .backbone import Backbone
-from .config import TitansConfig
+from titans_seq.backbones import Backbone, TitansConfig
 
 IGNORE = -100                      # a target position that no loss counts
 
 
 class LanguageModel(nn.Module):
-    """Embedding -> Backbone -> logits through the same (tied) embedding matrix.
+    """Embedding -> Backbone -> logits, through the same (tied) embedding matrix or a head of its own.
 
-    ``state`` and ``return_state`` pass through to the backbone, so a sequence can be read in pieces.
+    Tied, the embedding is also the output projection and starts at std d_model^-0.5; untied (the
+    recall demo's small vocabularies), a linear ``head`` follows and the embedding keeps torch's
+    initialisation. ``state`` and ``return_state`` pass through to the backbone, so a sequence can be
+    read in pieces.
     """
 
-    def __init__(self, vocab_size: int, config: TitansConfig):
+    def __init__(self, vocab_size: int, config: TitansConfig, tie_embeddings: bool = True):
         super().__init__()
         self.embed = nn.Embedding(vocab_size, config.d_model)
-        nn.init.normal_(self.embed.weight, std=config.d_model ** -0.5)
+        if tie_embeddings:   # before the backbone is built: the random stream, so the weights, stay as they were
+            nn.init.normal_(self.embed.weight, std=config.d_model ** -0.5)
         self.backbone = Backbone(config)
+        self.head = None if tie_embeddings else nn.Linear(config.d_model, vocab_size, bias=False)
 
     def forward(self, ids: Tensor, state: list | None = None, return_state: bool = False):
         out = self.backbone(self.embed(ids), state=state, return_state=return_state)
         hidden, state = out if return_state else (out, None)
-        logits = hidden @ self.embed.weight.T
+        logits = hidden @ self.embed.weight.T if self.head is None else self.head(hidden)
         return (logits, state) if return_state else logits
 
 
