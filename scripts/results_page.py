@@ -13,11 +13,10 @@ from __future__ import annotations
 import argparse
 import json
 import re
-import shutil
 import sys
 from pathlib import Path
 
-from titans_seq.files import write_atomically, write_atomically_with
+from titans_seq.files import copy_atomically, write_atomically
 
 HEADER = """# Results
 
@@ -48,7 +47,7 @@ def publish(folders: list[Path], docs: Path) -> str:
         target = docs / "results" / folder.name
         for source in [folder / "results.json", *sorted((folder / "figures").glob("*.png"))]:
             destination = target / source.relative_to(folder)
-            write_atomically_with(destination, lambda tmp, source=source: shutil.copyfile(source, tmp))
+            copy_atomically(source, destination)
         text = report.read_text()
         text = re.sub(r"^(#+) ", r"#\1 ", text, flags=re.M)                    # the page's title is the only #
         text = text.replace("](figures/", f"](results/{folder.name}/figures/")

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Callable
@@ -46,3 +47,8 @@ def write_atomically(path: str | os.PathLike, text: str) -> None:
             file.flush()
             os.fsync(file.fileno())
     write_atomically_with(path, write)
+
+
+def copy_atomically(source: str | os.PathLike, path: str | os.PathLike) -> None:
+    """Copy ``source`` to ``path`` through a temporary file and a rename."""
+    write_atomically_with(path, lambda tmp: shutil.copyfile(source, tmp))

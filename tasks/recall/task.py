@@ -1,4 +1,4 @@
-"""The recall task: the shared token model (an untied head) around the Backbone, cross-entropy at the queries, accuracy."""
+"""The recall task: the shared token model (an untied head), cross-entropy at the queries, accuracy."""
 from __future__ import annotations
 
 from dataclasses import dataclass

@@ -125,14 +125,16 @@ def run_suite(path: Path, out: Path | None = None, variants: list[str] | None = 
     runs = everything = plan(suite)
     # the runs this call may train, and those of the rest that may have finished before: their recipes are
     # built (and so checked) before anything trains; building one takes a while, so the others are not
-    asked = [run for run in runs if (variants is None or run.variant in variants) and (seeds is None or run.seed in seeds)]
-    runs = [run for run in runs if run in set(asked) or (run.run_dir / "test_results.json").is_file()]
+    asked = [run for run in runs
+             if (variants is None or run.variant in variants) and (seeds is None or run.seed in seeds)]
+    runs = [run for run in runs if run in asked or (run.run_dir / "test_results.json").is_file()]
     stages = {run: [load_recipe(run.column.recipe, list(stage)) for stage in run.stages] for run in runs}
     recipes = {run: stages[run][-1] for run in runs}      # the last stage's test is the run's result
     finished = {run: record for run in runs if (record := finished_record(recipes[run])) is not None}
     todo = [run for run in asked if run not in finished]
     if dry_run:
-        return describe_plan(suite, todo, jobs) + f"\n{len(finished)} of the suite's {len(everything)} runs finished before"
+        done = f"{len(finished)} of the suite's {len(everything)} runs finished before"
+        return f"{describe_plan(suite, todo, jobs)}\n{done}"
     for run in finished:
         print(f"== {run.column.label} / {run.variant} / seed {run.seed}: done before, results reused", flush=True)
     progress = tqdm(total=len(todo), desc=suite.name, unit="run", file=sys.stderr, disable=not todo)

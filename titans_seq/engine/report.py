@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import math
 import re
-import shutil
 import statistics
 from dataclasses import asdict, dataclass
 from importlib import resources
@@ -20,7 +19,7 @@ import yaml
 from matplotlib.figure import Figure
 
 from titans_seq.errors import UserError
-from titans_seq.files import write_atomically, write_atomically_with
+from titans_seq.files import copy_atomically, write_atomically, write_atomically_with
 
 from .suite import Column, Group, Suite, columns
 from .task import EXAMPLE_FIGURE
@@ -334,7 +333,7 @@ def _copy_examples(group: Group, summary: list[dict], folder: Path) -> list[tupl
         if source is None or not source.is_file():
             continue
         name = _file_name(group.name, "example", column["label"])
-        write_atomically_with(folder / name, lambda tmp, source=source: shutil.copyfile(source, tmp))
+        copy_atomically(source, folder / name)
         copied.append((f"{column['label']}: {best[1]}, seed {runs[0]['seed']}", name))
         done.add(column["dataset"])
     return copied
@@ -355,7 +354,8 @@ def write_report(suite: Suite, records: list[dict], folder: Path,
                    "standard deviation over the n seeds run; published figures in our units. A gap is the mean of "
                    "our best Titans variant (lmm, mac, mag, mal) less the published figure.\n")]
         for metric in group.metrics:
-            if not AT_LENGTH.match(metric) and any(metric in models for column in summary for models in column["models"].values()):
+            if not AT_LENGTH.match(metric) and any(metric in models for column in summary
+                                                   for models in column["models"].values()):
                 name = _file_name(group.name, metric)
                 _bar_chart(group, summary, metric, folder / "figures" / name)
                 parts.append(f"![{group.name}: {metric}](figures/{name})\n")

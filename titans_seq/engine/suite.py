@@ -94,7 +94,8 @@ class Column:
 
     def overrides(self) -> list[str]:
         """What makes this column's runs differ from the recipe's: its dataset and axis values."""
-        return [*(data_overrides(self.dataset) if self.dataset else []), *(f"{key}={value}" for key, value in self.settings)]
+        source = data_overrides(self.dataset) if self.dataset else []
+        return [*source, *(f"{key}={value}" for key, value in self.settings)]
 
 
 @dataclass(frozen=True)
@@ -102,14 +103,9 @@ class Run:
     column: Column
     variant: str                             # the row: a backbone variant, or one of the suite's models
     seed: int
-    stages: tuple[tuple[str, ...], ...]      # per stage (one without a curriculum), the whole override list in
-    minutes: float                           # the order applied; the group's estimate (0: unknown)
-    run_dir: Path                            # the last stage's folder (run.out_dir / run.name)
-
-    @property
-    def overrides(self) -> tuple[str, ...]:
-        """The last stage's overrides: the recipe whose test is the run's result."""
-        return self.stages[-1]
+    stages: tuple[tuple[str, ...], ...]      # per stage (one without a curriculum): every override, in order
+    minutes: float                           # the group's estimate; 0: unknown
+    run_dir: Path                            # the last stage's folder (run.out_dir / run.name): the run's result
 
 
 def packaged_suites() -> dict[str, Path]:
