@@ -30,7 +30,7 @@ from titans_seq.memory.triton_kernels import memory_fwd_depth1_kernel, memory_fw
 
 KERNELS = {(1, False): memory_fwd_depth1_kernel, (1, True): memory_bwd_depth1_kernel,
            (2, False): memory_fwd_depth2_kernel, (2, True): memory_bwd_depth2_kernel}
-TOKEN_TENSORS = {"q", "k", "v", "lr", "eta", "alpha", "y", "dy"}   # in the input dtype; states and grads: fp32
+TOKEN_TENSORS = {"q", "k", "v", "lr", "momentum", "decay", "y", "dy"}   # in the input dtype; states and grads: fp32
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 SHARED_LIMIT = {90: 232448, 80: 166912}                            # bytes a block may use (H100, A100)
 

@@ -30,14 +30,14 @@ def operator_step(B, T, H, D, depth, expansion, chunk, dtype, device, backend, m
     q, k = (F.normalize(torch.randn(B, T, H, D, device=device), dim=-1).to(dtype).requires_grad_() for _ in range(2))
     v = torch.randn(B, T, H, D, device=device, dtype=dtype, requires_grad=True)
     lr = (0.05 * torch.rand(B, T, H, device=device)).requires_grad_()
-    eta = (torch.rand(B, T, H, device=device) * (1.0 if momentum else 0.0)).requires_grad_()
-    alpha = (0.05 * torch.rand(B, T, H, device=device)).requires_grad_()
+    momentum = (torch.rand(B, T, H, device=device) * (1.0 if momentum else 0.0)).requires_grad_()
+    decay = (0.05 * torch.rand(B, T, H, device=device)).requires_grad_()
     dims = [D] + [D * expansion] * (depth - 1) + [D]
     weights = [(torch.randn(H, a, b, device=device) / a ** 0.5).requires_grad_() for a, b in zip(dims, dims[1:])]
 
     def step(backward: bool) -> None:
         with torch.set_grad_enabled(backward):
-            y, _ = neural_memory(q, k, v, lr, eta, alpha, weights, chunk_size=chunk, backend=backend)
+            y, _ = neural_memory(q, k, v, lr, momentum, decay, weights, chunk_size=chunk, backend=backend)
             if backward:
                 y.float().sum().backward()
     return step

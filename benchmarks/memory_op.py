@@ -37,7 +37,7 @@ def operator_step(args, device, autograd: bool = False) -> Callable[[], None]:
     B, T, H, D = args.batch, args.seq, args.heads, args.dim // args.heads
     q, k = (F.normalize(torch.randn(B, T, H, D, device=device), dim=-1).requires_grad_() for _ in range(2))
     v = torch.randn(B, T, H, D, device=device, requires_grad=True)
-    lr, eta, alpha = (g.requires_grad_() for g in (0.05 * torch.rand(B, T, H, device=device),
+    lr, momentum, decay = (g.requires_grad_() for g in (0.05 * torch.rand(B, T, H, device=device),
                                                    torch.rand(B, T, H, device=device),
                                                    0.05 * torch.rand(B, T, H, device=device)))
     dims = [D] + [D * args.expansion] * (args.depth - 1) + [D]
@@ -45,9 +45,9 @@ def operator_step(args, device, autograd: bool = False) -> Callable[[], None]:
 
     def step():
         if autograd:
-            y, _ = chunked_neural_memory(q, k, v, lr, eta, alpha, weights, chunk_size=args.chunk, autograd=True)
+            y, _ = chunked_neural_memory(q, k, v, lr, momentum, decay, weights, chunk_size=args.chunk, autograd=True)
         else:
-            y, _ = neural_memory(q, k, v, lr, eta, alpha, weights, chunk_size=args.chunk, backend=args.backend)
+            y, _ = neural_memory(q, k, v, lr, momentum, decay, weights, chunk_size=args.chunk, backend=args.backend)
         y.sum().backward()
     return step
 

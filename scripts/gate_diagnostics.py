@@ -80,7 +80,7 @@ def gate_table(model: nn.Module, batch) -> str:
         # nn.Linear's default init has an expected norm of sqrt(out_features / 3); the memory scales it by 0.1
         init_norm = 0.1 * math.sqrt(memory.to_gates.weight.shape[0] / 3)
         ratio = memory.to_gates.weight.norm().item() / init_norm
-        for gate, values in zip(("theta", "eta", "alpha"), gates):
+        for gate, values in zip(("lr", "momentum", "decay"), gates):
             spread = values.std(dim=-2).mean().item()         # over tokens, then the mean over batch and heads
             lines.append(f"| {index} | {gate} | {values.mean():.4g} | {spread:.3g} | {values.min():.4g} | "
                          f"{values.max():.4g} | {ratio:.2f} |")

@@ -4,8 +4,8 @@
 
 A pass-key prompt (key at --depth, 0 by default, so the rest is noise) is read through the model's
 state in pieces; after each piece the table gives, for every NeuralMemory in the model, the
-Frobenius norm of each memory layer's weights and the piece's mean gates: theta (inner step), eta
-(momentum) and alpha (forgetting). With alpha per token, the weights shrink by about (1 - alpha)^T
+Frobenius norm of each memory layer's weights and the piece's mean gates: lr (the inner step), momentum
+and decay (forgetting). With decay per token, the weights shrink by about (1 - decay)^T
 over T tokens. A second table compares the gates on the needle's tokens with those on the
 haystack's: a memory that keeps the key over a long haystack must write the needle and barely
 write the noise.
@@ -36,7 +36,7 @@ def memory_states(state) -> list[NeuralMemoryState]:
 
 
 def record_gates(model: nn.Module) -> list[list[torch.Tensor]]:
-    """Hooks every NeuralMemory; each call appends its (3, T) per-token gates, theta, eta and alpha
+    """Hooks every NeuralMemory; each call appends its (3, T) per-token gates, lr, momentum and decay
     averaged over heads, to that memory's list."""
     memories = [m for m in model.modules() if isinstance(m, NeuralMemory)]
     gates: list[list[torch.Tensor]] = [[] for _ in memories]
@@ -65,15 +65,15 @@ def main() -> None:
     sample = make_sample("pk", length, args.depth, tokenizer, Haystack.for_kind("pk", tokenizer), random.Random(0))
     ids = torch.tensor([[tokenizer.eos_id, *sample.ids]])
     gates = record_gates(model)
-    print("| tokens | memory | weight norms | theta | eta | alpha |\n|---|---|---|---|---|---|")
+    print("| tokens | memory | weight norms | lr | momentum | decay |\n|---|---|---|---|---|---|")
     state = None
     for start in range(0, ids.shape[1], args.piece):
         _, state = model(ids[:, start:start + args.piece], state=state, return_state=True)
         read = min(start + args.piece, ids.shape[1])
         for i, memory in enumerate(memory_states(state)):
             norms = ", ".join(f"{w.norm().item():.2f}" for w in memory.memory.weights)
-            theta, eta, alpha = gates[i][-1].mean(-1).tolist()
-            print(f"| {read:,} | {i} | {norms} | {theta:.4f} | {eta:.3f} | {alpha:.1e} |")
+            lr, momentum, decay = gates[i][-1].mean(-1).tolist()
+            print(f"| {read:,} | {i} | {norms} | {lr:.4f} | {momentum:.3f} | {decay:.1e} |")
     # the prompt starts with the start token, so the needle's tokens sit one place further on
     needle = torch.zeros(ids.shape[1], dtype=torch.bool)
     needle[1 + sample.needle_start:1 + sample.needle_start + sample.needle_tokens] = True
@@ -81,12 +81,12 @@ def main() -> None:
     haystack[0] = False                                  # the start token
     haystack[-len(tokenizer.encode(" " + sample.needle.question)):] = False
     print("\nMean gates on the needle's tokens and on the haystack's (the question left out):\n")
-    print("| memory | theta, needle | theta, haystack | eta, needle | eta, haystack | alpha, needle | alpha, haystack |")
+    print("| memory | lr, needle | lr, haystack | momentum, needle | momentum, haystack | decay, needle | decay, haystack |")
     print("|---|---|---|---|---|---|---|")
     for i, calls in enumerate(gates):
-        theta, eta, alpha = torch.cat(calls, dim=-1)
-        print(f"| {i} | {theta[needle].mean():.4f} | {theta[haystack].mean():.4f} | {eta[needle].mean():.3f} | "
-              f"{eta[haystack].mean():.3f} | {alpha[needle].mean():.1e} | {alpha[haystack].mean():.1e} |")
+        lr, momentum, decay = torch.cat(calls, dim=-1)
+        print(f"| {i} | {lr[needle].mean():.4f} | {lr[haystack].mean():.4f} | {momentum[needle].mean():.3f} | "
+              f"{momentum[haystack].mean():.3f} | {decay[needle].mean():.1e} | {decay[haystack].mean():.1e} |")
 
 
 if __name__ == "__main__":

@@ -50,12 +50,12 @@ def evaluate_niah(loaded: LoadedModel, kinds: list[str], lengths: list[int], dep
 
 
 def scale_forgetting(model: nn.Module, scale: float) -> None:
-    """Multiply every memory's forgetting gate alpha by ``scale`` (0: the memory never forgets)."""
+    """Multiply every memory's forgetting gate decay by ``scale`` (0: the memory never forgets)."""
     for memory in model.modules():
         if isinstance(memory, NeuralMemory):
             def scaled(x, gates=memory.gates):
-                lr, eta, alpha = gates(x)
-                return lr, eta, alpha * scale
+                lr, momentum, decay = gates(x)
+                return lr, momentum, decay * scale
             memory.gates = scaled
 
 

@@ -42,9 +42,9 @@ def test_scale_forgetting_scales_every_memorys_forgetting_gate():
     before = [memory.gates(x)[2] for memory in memories]
     scale_forgetting(model, 0.5)
     assert len(memories) == 2
-    for memory, alpha in zip(memories, before):
-        lr, eta, scaled = memory.gates(x)
-        torch.testing.assert_close(scaled, alpha * 0.5)
+    for memory, decay in zip(memories, before):
+        lr, momentum, scaled = memory.gates(x)
+        torch.testing.assert_close(scaled, decay * 0.5)
 
 
 def test_niah_command_can_switch_forgetting_off(trained_lm, tmp_path, capsys):

@@ -15,7 +15,7 @@ def run(tensors, n_layers, autograd, state=None, **kw):
 
 
 def outputs(y, state):
-    return [y, *state.weights, *state.momentum, *state.chunk_weights]
+    return [y, *state.weights, *state.surprise, *state.chunk_weights]
 
 
 def cotangents(tensors, seed=1):
@@ -45,12 +45,12 @@ def assert_match(fn, inputs, tol=1e-10):
 
 def leaf_state(state: MemoryState) -> MemoryState:
     leaf = lambda ts: [t.detach().clone().requires_grad_() for t in ts]  # noqa: E731
-    return MemoryState(leaf(state.weights), leaf(state.momentum), leaf(state.chunk_weights),
+    return MemoryState(leaf(state.weights), leaf(state.surprise), leaf(state.chunk_weights),
                        state.position, state.chunk_size)
 
 
 def state_tensors(state):
-    return [*state.weights, *state.momentum, *state.chunk_weights]
+    return [*state.weights, *state.surprise, *state.chunk_weights]
 
 
 @pytest.mark.parametrize("backend, hand_written", [("torch", False), ("torch_recompute", True)])
@@ -150,6 +150,6 @@ def test_gradcheck(depth):
         carried = MemoryState(list(inputs[6:6 + L]), list(inputs[6 + L:6 + 2 * L]), list(inputs[6 + 2 * L:]),
                               state.position, state.chunk_size)
         y, final = run(list(inputs[:6]) + tensors[6:], n, False, state=carried, chunk_size=2)
-        return (y, *final.weights, *final.momentum)
+        return (y, *final.weights, *final.surprise)
 
     assert torch.autograd.gradcheck(fn, (*tensors[:6], *state_tensors(state)), fast_mode=True)

@@ -19,7 +19,7 @@ def test_lr_max_defaults_to_the_inverse_chunk_size():
 
 
 def test_damped_momentum_keeps_the_memory_bounded_where_free_gates_diverge():
-    """A 5-letter alphabet (DNA) repeats keys; learnt gates near theta = lr_max, eta = 0.9 then diverge."""
+    """A 5-letter alphabet (DNA) repeats keys; learnt gates near theta = lr_max, momentum = 0.9 then diverge."""
     torch.manual_seed(0)
     letters = torch.randn(5, 64)
     x = letters[torch.randint(0, 5, (4, 512))] * 3
@@ -27,7 +27,7 @@ def test_damped_momentum_keeps_the_memory_bounded_where_free_gates_diverge():
     def final_weights(damped: bool) -> float:
         torch.manual_seed(1)
         layer = NeuralMemory(64, 4, chunk_size=16, damped_momentum=damped)
-        with torch.no_grad():     # gates the outer loop may learn: theta near lr_max, eta 0.9
+        with torch.no_grad():     # gates the outer loop may learn: theta near lr_max, momentum 0.9
             layer.to_gates.bias.copy_(torch.tensor([4.0, 2.2, -6.9]).repeat_interleave(4))
             _, state = layer(x)
         return max(W.abs().max().item() for W in state.memory.weights)
@@ -36,13 +36,13 @@ def test_damped_momentum_keeps_the_memory_bounded_where_free_gates_diverge():
     assert final_weights(damped=True) < 10
 
 
-def test_damped_momentum_scales_the_learning_rate_by_one_minus_eta():
+def test_damped_momentum_scales_the_learning_rate_by_one_minus_momentum():
     x = torch.randn(2, 8, 32)
     free, damped = NeuralMemory(32, 2), NeuralMemory(32, 2, damped_momentum=True)
     damped.load_state_dict(free.state_dict())
-    (lr_free, eta, alpha), (lr_damped, eta_d, alpha_d) = free.gates(x), damped.gates(x)
-    assert torch.equal(eta, eta_d) and torch.equal(alpha, alpha_d)
-    assert torch.allclose(lr_damped, lr_free * (1 - eta)) and (lr_free <= free.lr_max).all()
+    (lr_free, momentum, decay), (lr_damped, momentum_d, decay_d) = free.gates(x), damped.gates(x)
+    assert torch.equal(momentum, momentum_d) and torch.equal(decay, decay_d)
+    assert torch.allclose(lr_damped, lr_free * (1 - momentum)) and (lr_free <= free.lr_max).all()
 
 
 def test_convolved_queries_are_forwards_queries_and_resume_from_their_cache():

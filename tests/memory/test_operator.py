@@ -5,6 +5,7 @@ import torch
 
 from titans_seq.memory import MemoryState, neural_memory, retrieve
 from titans_seq.memory.chunked import segment_products
+from titans_seq.memory.state import ChunkLayout
 
 from .reference import sequential_memory
 
@@ -54,7 +55,7 @@ def test_matches_sequential_reference(depth, chunk_size, activation):
     y, state = call(tensors, n, chunk_size=chunk_size, activation=activation)
     y_ref, W_ref, S_ref = sequential_memory(*tensors[:6], tensors[6:], chunk_size, activation)
     assert rel_err(y, y_ref) <= 1e-10
-    for W, Wr, S, Sr in zip(state.weights, W_ref, state.momentum, S_ref):
+    for W, Wr, S, Sr in zip(state.weights, W_ref, state.surprise, S_ref):
         assert rel_err(W, Wr) <= 1e-10 and rel_err(S, Sr) <= 1e-10
 
 
@@ -80,7 +81,7 @@ def test_bfloat16_inputs_keep_float32_state():
     tensors, n = make_inputs(T=20, seed=3)
     y, state = call([t.bfloat16() for t in tensors], n, chunk_size=8)
     assert y.dtype == torch.bfloat16
-    assert all(W.dtype == torch.float32 for W in state.weights + state.momentum + state.chunk_weights)
+    assert all(W.dtype == torch.float32 for W in state.weights + state.surprise + state.chunk_weights)
 
 
 @pytest.mark.parametrize("depth", [1, 2, 3])
@@ -123,8 +124,8 @@ def test_split_invariance(chunk_size):
         y_split, state_split = split_run(tensors, n, chunk_size, cuts)
         assert rel_err(y_split, y) <= 1e-12, cuts
         assert state_split.position == 45
-        for a, b in zip(state_split.weights + state_split.momentum + state_split.chunk_weights,
-                        state.weights + state.momentum + state.chunk_weights):
+        for a, b in zip(state_split.weights + state_split.surprise + state_split.chunk_weights,
+                        state.weights + state.surprise + state.chunk_weights):
             assert rel_err(a, b) <= 1e-12
 
 
@@ -170,21 +171,21 @@ def test_retrieve_reads_without_update():
 
 def test_chunk_size_one_is_the_plain_recurrence():
     tensors, n = make_inputs(T=6, dims=(3, 2), seed=8)
-    q, k, v, lr, eta, alpha, W = tensors
+    q, k, v, lr, momentum, decay, W = tensors
     y, _ = call(tensors, n, chunk_size=1)
     Wt, S = W.unsqueeze(0).expand(2, -1, -1, -1), torch.zeros(2, *W.shape, dtype=W.dtype)
     for t in range(6):
         err = 2 * (torch.einsum("bhi,bhij->bhj", k[:, t], Wt) - v[:, t])
         G = torch.einsum("bhi,bhj->bhij", k[:, t], err)
-        S = eta[:, t, :, None, None] * S - lr[:, t, :, None, None] * G
-        Wt = (1 - alpha[:, t, :, None, None]) * Wt + S
+        S = momentum[:, t, :, None, None] * S - lr[:, t, :, None, None] * G
+        Wt = (1 - decay[:, t, :, None, None]) * Wt + S
         assert torch.allclose(y[:, t], torch.einsum("bhi,bhij->bhj", q[:, t], Wt))
 
 
 @pytest.mark.parametrize("bad", ["shape", "gate", "weights", "chunk", "empty", "backend", "activation", "state"])
 def test_rejects_bad_arguments(bad):
     tensors, n = make_inputs(T=8)
-    q, k, v, lr, eta, alpha, *W = tensors
+    q, k, v, lr, momentum, decay, *W = tensors
     kw = dict(chunk_size=4)
     if bad == "shape":
         k = k[:, :5]
@@ -195,7 +196,7 @@ def test_rejects_bad_arguments(bad):
     elif bad == "chunk":
         kw["chunk_size"] = 0
     elif bad == "empty":
-        q, k, v, lr, eta, alpha = (t[:, :0] for t in (q, k, v, lr, eta, alpha))
+        q, k, v, lr, momentum, decay = (t[:, :0] for t in (q, k, v, lr, momentum, decay))
     elif bad == "backend":
         kw["backend"] = "cuda-magic"
     elif bad == "activation":
@@ -204,12 +205,26 @@ def test_rejects_bad_arguments(bad):
         _, state = call(tensors, n, chunk_size=2)
         kw["state"] = state
     with pytest.raises(ValueError):
-        neural_memory(q, k, v, lr, eta, alpha, W, **kw)
+        neural_memory(q, k, v, lr, momentum, decay, W, **kw)
 
 
 def test_state_detach():
     tensors, n = make_inputs(T=8, requires_grad=True)
     _, state = call(tensors, n, chunk_size=3)
     cut = state.detach()
-    assert isinstance(cut, MemoryState) and cut.offset == 2
-    assert not any(t.requires_grad for t in cut.weights + cut.momentum + cut.chunk_weights)
+    assert isinstance(cut, MemoryState) and cut.position == 8 and cut.chunk_size == 3
+    assert not any(t.requires_grad for t in cut.weights + cut.surprise + cut.chunk_weights)
+
+
+@pytest.mark.parametrize("position,length,pieces,first,n_chunks,next_weights", [
+    (0, 10, [(8, 4), (2, 2)], 4, 3, "entering"),          # two whole chunks, an unfinished one
+    (3, 10, [(1, 1), (8, 4), (1, 1)], 1, 4, "entering"),  # the rest of a resumed chunk first
+    (1, 2, [(2, 2)], 2, 1, "resumed"),                    # inside one chunk, still unfinished
+    (6, 2, [(2, 2)], 2, 1, "final"),                      # finishing a resumed chunk
+    (4, 4, [(4, 4)], 4, 1, "final")])
+def test_chunk_layout(position, length, pieces, first, n_chunks, next_weights):
+    """Where a call's chunks fall, and which weights the next call's unfinished chunk takes gradients at."""
+    layout = ChunkLayout(position, length, 4)
+    assert layout.pieces() == pieces and sum(size for size, _ in pieces) == length
+    assert (layout.first, layout.n_chunks, layout.resumes) == (first, n_chunks, position % 4 != 0)
+    assert layout.next_chunk_weights(["final"], ["entering"], ["resumed"]) == [next_weights]

@@ -49,27 +49,34 @@ def test_forward_and_state_match_torch(dims, chunk, activation):
     y_ref, ref = run(x, W, "torch", chunk_size=chunk, activation=activation)
     y, state = run(x, W, "triton", chunk_size=chunk, activation=activation)
     assert rel_err(y, y_ref) <= 1e-4
-    for a, b in zip(state.weights + state.momentum + state.chunk_weights,
-                    ref.weights + ref.momentum + ref.chunk_weights):
+    for a, b in zip(state.weights + state.surprise + state.chunk_weights,
+                    ref.weights + ref.surprise + ref.chunk_weights):
         assert rel_err(a, b) <= 1e-4
     assert state.position == ref.position
 
 
 @pytest.mark.parametrize("dims", [(16, 16), (16, 32, 16)])
-def test_kernels_write_every_output(dims):
-    from titans_seq.memory.triton_backend import memory_backward, memory_forward
+@pytest.mark.parametrize("position", [0, 5])
+def test_kernels_write_every_output(dims, position, monkeypatch):
+    """Every buffer the kernels fill is left uninitialised by the host: poisoned, none stays NaN."""
+    from titans_seq.memory.state import ChunkLayout
+    from titans_seq.memory.triton_backend import (Launch, StateGradients, StateInputs, memory_backward,
+                                                  memory_forward)
 
+    monkeypatch.setattr(triton_backend, "_uninitialised",
+                        lambda shape, dtype, device: torch.full(shape, float("nan"), dtype=dtype, device=device))
     x, W = inputs(dims, T=41)
-    kw = dict(chunk_size=16, position=0, activation="silu")
-    y, w_bufs, s_bufs = memory_forward(*x, [w.unsqueeze(0) for w in W], None, None, fill_nan=True, **kw)
+    launch = Launch(len(W), "silu", ChunkLayout(position, 41, 16), carries_state=position > 0)
+    batched = [w.unsqueeze(0).expand(2, -1, -1, -1) for w in W]
+    state = StateInputs(batched, [0.1 * w for w in batched], batched) if position else StateInputs(batched, None, None)
+    y, saved = memory_forward(tuple(x), state, launch)
     assert not y.isnan().any()
-    N = w_bufs[0].shape[2] - 2
-    for buf in w_bufs + s_bufs:
+    N = launch.layout.n_chunks
+    for buf in saved.w_bufs + saved.s_bufs:
         assert not buf[:, :, :N + 1].isnan().any()
-    zeros = [torch.zeros_like(b[:, :, 0]) for b in w_bufs]
-    *token_grads, d_w, d_s, _ = memory_backward((*x, *w_bufs, *s_bufs), torch.randn_like(y), zeros, zeros,
-                                                zeros, has_grad_weights=False, fill_nan=True, **kw)
-    for g in token_grads + d_w + d_s:
+    zeros = [torch.zeros_like(b[:, :, 0]) for b in saved.w_bufs]
+    d_tokens, d_state = memory_backward(saved, torch.randn_like(y), StateGradients(zeros, zeros, zeros), launch)
+    for g in [*d_tokens, *d_state.weights, *d_state.surprise, *(d_state.chunk_weights if position else [])]:
         assert not g.isnan().any()
 
 
@@ -81,7 +88,7 @@ def test_gradients_match_torch(dims, chunk, activation):
     grads = {}
     for backend in ("torch", "triton"):
         y, state = run(x, W, backend, chunk_size=chunk, activation=activation)
-        loss = (y * probe).sum() + sum(w.square().sum() for w in state.weights + state.momentum)
+        loss = (y * probe).sum() + sum(w.square().sum() for w in state.weights + state.surprise)
         grads[backend] = torch.autograd.grad(loss, [*x, *W])
     for g, g_ref in zip(grads["triton"], grads["torch"]):
         assert rel_err(g, g_ref) <= 1e-4
@@ -136,16 +143,16 @@ def test_cpu_tensors_need_the_interpreter(monkeypatch):
 def test_gates_at_their_bounds(dims):
     """Momentum 0, full forgetting, learning rate 0: products hit exact zeros, gradients stay exact."""
     x, W = inputs(dims, T=26, seed=8)
-    lr, eta, alpha = x[3].clone(), x[4].clone(), x[5].clone()
-    eta[:, ::3] = 0.0
-    alpha[:, 5] = 1.0
+    lr, momentum, decay = x[3].clone(), x[4].clone(), x[5].clone()
+    momentum[:, ::3] = 0.0
+    decay[:, 5] = 1.0
     lr[:, 7] = 0.0
-    x = [*x[:3], lr, eta, alpha]
+    x = [*x[:3], lr, momentum, decay]
     x = [t.detach().requires_grad_() for t in x]
     grads = {}
     for backend in ("torch", "triton"):
         y, state = run(x, W, backend, chunk_size=16)
-        grads[backend] = torch.autograd.grad(y.square().sum() + state.momentum[0].sum(), x)
+        grads[backend] = torch.autograd.grad(y.square().sum() + state.surprise[0].sum(), x)
     for g, g_ref in zip(grads["triton"], grads["torch"]):
         assert rel_err(g, g_ref) <= 1e-4
 
@@ -198,10 +205,10 @@ def test_a_kernel_that_fits_no_gpu_tile_falls_back_to_torch_exactly(dims, refuse
             y, state = run([t[:, a:b] for t in x], W, "triton", chunk_size=16, state=state)
             ys.append(y)
         y_split = torch.cat(ys, 1)
-        loss = y_split.square().sum() + sum(w.square().sum() for w in state.weights + state.momentum)
+        loss = y_split.square().sum() + sum(w.square().sum() for w in state.weights + state.surprise)
         g_split = torch.autograd.grad(loss, [*x, *W])
     assert rel_err(y_split, y_whole) <= 1e-4
     _, ref = run(x, W, "torch", chunk_size=16)
-    loss_ref = y_whole.square().sum() + sum(w.square().sum() for w in ref.weights + ref.momentum)
+    loss_ref = y_whole.square().sum() + sum(w.square().sum() for w in ref.weights + ref.surprise)
     for a, b in zip(g_split, torch.autograd.grad(loss_ref, [*x, *W])):
         assert rel_err(a, b) <= 1e-4

@@ -12,7 +12,7 @@ the weights after token t are, relative to the chunk start (W_0, S_0),
 
 where C = Keep @ Eta is the product of two lower-triangular segment-product matrices
 (Keep[t, r] = prod_{r<j<=t} (1 - alpha_j), Eta[r, s] = prod_{s<j<=r} eta_j), gamma_t is the
-cumulative product of (1 - alpha) and delta = Keep @ cumprod(eta). Reading token t's query
+cumulative product of (1 - decay) and delta = Keep @ cumprod(momentum). Reading token t's query
 through W_t layer by layer then needs only chunk-sized matrix products:
 
     z_t = gamma_t h_t W_0 + delta_t h_t S_0 + sum_s C[t, s] theta_s (h_t . a_s) e_s,
@@ -73,53 +73,53 @@ def _weighted_outer_sum(a: Tensor, scale: Tensor, e: Tensor) -> Tensor:
     return (scale * a).mT @ e if a.shape[-1] <= e.shape[-1] else a.mT @ (scale * e)
 
 
-def _chunks(q, k, v, lr, eta, alpha, weights, momentum, act, grad_weights=None):
-    """N consecutive chunks of n tokens: per-token outputs and the (weights, momentum) after them.
+def _chunks(q, k, v, lr, momentum, decay, weights, surprise, act, chunk_weights=None):
+    """N consecutive chunks of n tokens: per-token outputs and the (weights, surprise) after them.
 
-    Tensors are (B, H, N, n, D) and gates (B, H, N, n); ``momentum`` is None when it is zero;
-    ``grad_weights`` (N = 1 only) are the weights the gradients are taken at when they are not
+    Tensors are (B, H, N, n, D) and gates (B, H, N, n); ``surprise`` is None when it is zero;
+    ``chunk_weights`` (N = 1 only) are the weights the gradients are taken at when they are not
     the entering ones (a chunk resumed part-way). Only the key gradients and the end-of-chunk
     updates run chunk after chunk; the coefficients and every read are batched over the N chunks.
     """
-    keep = 1 - alpha
-    eta_seg = segment_products(eta)
+    keep = 1 - decay
+    momentum_seg = segment_products(momentum)
     keep_seg = segment_products(keep)
-    coef = (keep_seg @ eta_seg) * lr.unsqueeze(-2)   # C[t, s] theta_s
+    coef = (keep_seg @ momentum_seg) * lr.unsqueeze(-2)   # C[t, s] theta_s
     gamma = torch.cumprod(keep, dim=-1).unsqueeze(-1)
-    eta_cum = torch.cumprod(eta, dim=-1).unsqueeze(-1)
-    delta = keep_seg @ eta_cum
+    momentum_cum = torch.cumprod(momentum, dim=-1).unsqueeze(-1)
+    delta = keep_seg @ momentum_cum
     w_coef = coef[..., -1, :].unsqueeze(-1)                     # how the last W and S weigh each token
-    s_coef = (eta_seg[..., -1, :] * lr).unsqueeze(-1)
-    g_end, d_end, p_end = (x[..., -1:, :] for x in (gamma, delta, eta_cum))
+    s_coef = (momentum_seg[..., -1, :] * lr).unsqueeze(-1)
+    g_end, d_end, p_end = (x[..., -1:, :] for x in (gamma, delta, momentum_cum))
 
     entering_w, entering_s, inputs, errors = [], [], [], []
     per_chunk = zip(*(t.unbind(2) for t in (k, v, w_coef, s_coef, g_end, d_end, p_end)))
     for k_c, v_c, w_c, s_c, g, d, p in per_chunk:
         entering_w.append(weights)
-        entering_s.append(momentum)
-        a, e = _key_gradients(k_c, v_c, grad_weights or weights, act)
+        entering_s.append(surprise)
+        a, e = _key_gradients(k_c, v_c, chunk_weights or weights, act)
         inputs.append(a)
         errors.append(e)
         new_w = [g * W + _weighted_outer_sum(a_l, w_c, e_l) for W, a_l, e_l in zip(weights, a, e)]
         new_s = [_weighted_outer_sum(a_l, s_c, e_l) for a_l, e_l in zip(a, e)]
-        if momentum is not None:
-            new_w = [W + d * S for W, S in zip(new_w, momentum)]
-            new_s = [S_new + p * S for S_new, S in zip(new_s, momentum)]
-        weights, momentum = new_w, new_s
+        if surprise is not None:
+            new_w = [W + d * S for W, S in zip(new_w, surprise)]
+            new_s = [S_new + p * S for S_new, S in zip(new_s, surprise)]
+        weights, surprise = new_w, new_s
 
     B, H, N = q.shape[:3]
-    with_momentum = any(S is not None for S in entering_s)
+    with_surprise = any(S is not None for S in entering_s)
     h = q
     for layer in range(len(weights)):
         a = torch.stack([chunk[layer] for chunk in inputs], dim=2)
         e = torch.stack([chunk[layer] for chunk in errors], dim=2)
         W0 = torch.stack([w[layer].expand(B, H, -1, -1) for w in entering_w], dim=2)
         z = _scaled_product(gamma, h, W0) + (coef * (h @ a.mT)) @ e
-        if with_momentum:
+        if with_surprise:
             S0 = torch.stack([torch.zeros_like(W0[:, :, 0]) if S is None else S[layer] for S in entering_s], 2)
             z = z + _scaled_product(delta, h, S0)
         h = act.fn(z) if layer < len(weights) - 1 else z
-    return h, weights, momentum
+    return h, weights, surprise
 
 
 def chunked_neural_memory(q: Tensor, k: Tensor, v: Tensor, lr: Tensor, momentum: Tensor,
@@ -137,7 +137,7 @@ def chunked_neural_memory(q: Tensor, k: Tensor, v: Tensor, lr: Tensor, momentum:
 
     tensors = [q, k, v, lr, momentum, decay, *weights]
     if state is not None:
-        tensors += [*state.weights, *state.momentum, *state.chunk_weights]
+        tensors += [*state.weights, *state.surprise, *state.chunk_weights]
     needs_grad = torch.is_grad_enabled() and any(t.requires_grad for t in tensors)
     sweep = fused_chunks if needs_grad and not autograd else _chunks
     with torch.autocast(q.device.type, enabled=False):   # the memory learns in float32 under mixed precision
@@ -155,31 +155,24 @@ def _run(q, k, v, lr, momentum, decay, weights, chunk_size, state, activation, s
 
     if state is None:
         w = [W.to(dtype).unsqueeze(0) for W in weights]
-        s, w_grad, position = None, w, 0
+        s, chunk_weights = None, None
     else:
         w = [W.to(dtype) for W in state.weights]
-        s = [S.to(dtype) for S in state.momentum]
-        w_grad = [W.to(dtype) for W in state.chunk_weights]
-        position = state.position
+        s = [S.to(dtype) for S in state.surprise]
+        chunk_weights = [W.to(dtype) for W in state.chunk_weights]
 
-    # Pieces: the rest of a chunk begun in an earlier call, the whole chunks, a chunk left unfinished.
-    T = q.shape[2]
-    head = min(T, (chunk_size - position % chunk_size) % chunk_size)
-    whole = (T - head) // chunk_size
-    tail = T - head - whole * chunk_size
-    pieces = [(size, n) for size, n in ((head, head), (whole * chunk_size, chunk_size), (tail, tail)) if size]
+    layout = MemoryState.layout(state, q.shape[2], chunk_size)
+    pieces = layout.pieces()
     # torch.split, not slicing: its backward concatenates instead of zero-filling T-long buffers.
     splits = zip(*(x.split([size for size, _ in pieces], dim=2) for x in (q, k, v, lr, momentum, decay)))
     outputs = []
-    for (size, n), piece in zip(pieces, splits):
+    for i, ((size, n), piece) in enumerate(zip(pieces, splits)):
         piece = [x.unflatten(2, (size // n, n)) for x in piece]
-        resumed = position % chunk_size != 0
-        y, w_next, s = sweep(*piece, w, s, act, grad_weights=w_grad if resumed else None)
+        entering = w
+        y, w, s = sweep(*piece, w, s, act, chunk_weights=chunk_weights if i == 0 and layout.resumes else None)
         outputs.append(y.flatten(2, 3))
-        position += size
-        w_grad = w_next if position % chunk_size == 0 else (w_grad if resumed else w)
-        w = w_next
 
     y = torch.cat(outputs, dim=2).transpose(1, 2).to(out_dtype)
-    w_grad = [G.expand_as(W) for G, W in zip(w_grad, w)]   # the initial weights are shared by the batch
-    return y, MemoryState(w, s, w_grad, position, chunk_size)
+    chunk_weights = layout.next_chunk_weights(w, entering, chunk_weights)
+    chunk_weights = [G.expand_as(W) for G, W in zip(chunk_weights, w)]   # the initial weights are shared by the batch
+    return y, MemoryState(w, s, chunk_weights, layout.position + layout.length, chunk_size)

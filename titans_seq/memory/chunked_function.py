@@ -9,7 +9,7 @@ and error e_l; the end-of-chunk update is
 
     W' = g W + d S + a^T diag(w) e,    S' = p S + a^T diag(s) e,
 
-with w = C[last, :] theta, s = Eta[last, :] theta, g = gamma_last, d = delta_last, p = prod eta
+with w = C[last, :] theta, s = Eta[last, :] theta, g = gamma_last, d = delta_last, p = prod momentum
 (the coefficients of ``chunked.py``). The reads z_l = gamma (h_l W_l) + delta (h_l S_l) +
 (C theta . h_l a_l^T) e_l are batched over the chunks. Only the state entering every chunk
 (W, S) is saved.
@@ -29,7 +29,7 @@ Backward, walking the chunks in reverse with dW, dS the gradients of the state l
 4. The key path: the error chain e_l = (e_{l+1} G_{l+1}^T) . act'(z_l) is differentiated second
    order through the activation (act''), then the squared loss and the forward path; its
    gradient of G joins dW (or the resumed chunk's gradient weights).
-5. The coefficients down to theta, eta and alpha, without dividing by a gate: a segment product
+5. The coefficients down to theta, momentum and decay, without dividing by a gate: a segment product
    containing gate j, less gate j, splits at j into two segment products (``_gate_gradient``).
 
 In this module steps 1, 2 and 5 run batched over all the chunks of a sweep (they need only the
@@ -49,27 +49,27 @@ from .chunked import _weighted_outer_sum, segment_products
 
 class Coefficients(NamedTuple):
     """A chunk's gate coefficients (``chunked.py``): matrices (..., n, n), vectors (..., n)."""
-    eta_seg: Tensor
+    momentum_seg: Tensor
     keep_seg: Tensor
     mixed: Tensor     # Keep @ Eta
     coef: Tensor      # C theta
     gamma: Tensor
-    eta_cum: Tensor
+    momentum_cum: Tensor
     delta: Tensor
     w_end: Tensor     # how the end-of-chunk W weighs each token's outer product
     s_end: Tensor     # and the end-of-chunk S
 
 
-def chunk_coefficients(lr: Tensor, eta: Tensor, alpha: Tensor) -> Coefficients:
+def chunk_coefficients(lr: Tensor, momentum: Tensor, decay: Tensor) -> Coefficients:
     """The coefficients of chunks of gates (..., n)."""
-    keep = 1 - alpha
-    eta_seg, keep_seg = segment_products(eta), segment_products(keep)
-    mixed = keep_seg @ eta_seg
+    keep = 1 - decay
+    momentum_seg, keep_seg = segment_products(momentum), segment_products(keep)
+    mixed = keep_seg @ momentum_seg
     coef = mixed * lr.unsqueeze(-2)
-    eta_cum = torch.cumprod(eta, dim=-1)
-    delta = (keep_seg @ eta_cum.unsqueeze(-1)).squeeze(-1)
-    return Coefficients(eta_seg, keep_seg, mixed, coef, torch.cumprod(keep, dim=-1), eta_cum, delta,
-                        coef[..., -1, :], eta_seg[..., -1, :] * lr)
+    momentum_cum = torch.cumprod(momentum, dim=-1)
+    delta = (keep_seg @ momentum_cum.unsqueeze(-1)).squeeze(-1)
+    return Coefficients(momentum_seg, keep_seg, mixed, coef, torch.cumprod(keep, dim=-1), momentum_cum, delta,
+                        coef[..., -1, :], momentum_seg[..., -1, :] * lr)
 
 
 class KeyPath(NamedTuple):
@@ -133,7 +133,7 @@ class Reads(NamedTuple):
     pre_activations: list[Tensor]
 
 
-def reads(q: Tensor, cf: Coefficients, weights: list[Tensor], momentum: list[Tensor], path: KeyPath,
+def reads(q: Tensor, cf: Coefficients, weights: list[Tensor], surprise: list[Tensor], path: KeyPath,
           act: Activation, output: bool = True) -> Reads:
     """z_l = gamma (h_l W_l) + delta (h_l S_l) + (C theta . h_l a_l^T) e_l, batched over chunks.
 
@@ -142,7 +142,7 @@ def reads(q: Tensor, cf: Coefficients, weights: list[Tensor], momentum: list[Ten
     out = Reads([], [], [])
     gamma, delta = cf.gamma.unsqueeze(-1), cf.delta.unsqueeze(-1)
     h = q
-    for l, (W, S, a, e) in enumerate(zip(weights, momentum, path.inputs, path.errors)):
+    for l, (W, S, a, e) in enumerate(zip(weights, surprise, path.inputs, path.errors)):
         scores = h @ a.mT
         out.inputs.append(h)
         out.scores.append(scores)
@@ -155,21 +155,21 @@ def reads(q: Tensor, cf: Coefficients, weights: list[Tensor], momentum: list[Ten
     return out
 
 
-def _reads_backward(dy: Tensor, cf: Coefficients, weights: list[Tensor], momentum: list[Tensor],
+def _reads_backward(dy: Tensor, cf: Coefficients, weights: list[Tensor], surprise: list[Tensor],
                     path: KeyPath, r: Reads, act: Activation):
     """Gradients of q, of the key path's inputs and errors, of the state, C theta, gamma and delta."""
     L = len(weights)
     gamma, delta = cf.gamma.unsqueeze(-1), cf.delta.unsqueeze(-1)
-    d_inputs, d_errors, d_weights, d_momentum = [None] * L, [None] * L, [None] * L, [None] * L
+    d_inputs, d_errors, d_weights, d_surprise = [None] * L, [None] * L, [None] * L, [None] * L
     d_coef = d_gamma = d_delta = 0
     d_z = dy
     for l in reversed(range(L)):
         h, scores = r.inputs[l], r.scores[l]
-        d_hW, d_hS = d_z @ weights[l].mT, d_z @ momentum[l].mT     # sum(d_z . h W) = sum(h . d_z W^T)
+        d_hW, d_hS = d_z @ weights[l].mT, d_z @ surprise[l].mT     # sum(d_z . h W) = sum(h . d_z W^T)
         d_gamma = d_gamma + (h * d_hW).sum(-1)
         d_delta = d_delta + (h * d_hS).sum(-1)
         d_weights[l] = h.mT @ (gamma * d_z)
-        d_momentum[l] = h.mT @ (delta * d_z)
+        d_surprise[l] = h.mT @ (delta * d_z)
         d_mixed = d_z @ path.errors[l].mT
         d_coef = d_coef + d_mixed * scores
         d_scores = d_mixed * cf.coef
@@ -178,7 +178,7 @@ def _reads_backward(dy: Tensor, cf: Coefficients, weights: list[Tensor], momentu
         d_h = (gamma * d_hW).addcmul_(delta, d_hS).add_(d_scores @ path.inputs[l])
         if l:
             d_z = d_h * act.grad(r.pre_activations[l - 1])
-    return d_h, d_inputs, d_errors, d_weights, d_momentum, d_coef, d_gamma, d_delta
+    return d_h, d_inputs, d_errors, d_weights, d_surprise, d_coef, d_gamma, d_delta
 
 
 def _gate_gradient(x: Tensor, seg: Tensor, d_seg: Tensor, d_cum: Tensor) -> Tensor:
@@ -192,25 +192,25 @@ def _gate_gradient(x: Tensor, seg: Tensor, d_seg: Tensor, d_cum: Tensor) -> Tens
     return (seg * (d_seg @ excl.mT)).sum(-2) + before * (seg * d_cum.unsqueeze(-1)).sum(-2)
 
 
-def _coefficients_backward(lr, eta, alpha, cf: Coefficients, d_coef, d_gamma, d_delta, d_w_end, d_s_end,
+def _coefficients_backward(lr, momentum, decay, cf: Coefficients, d_coef, d_gamma, d_delta, d_w_end, d_s_end,
                            d_g, d_d, d_p) -> tuple[Tensor, Tensor, Tensor]:
-    """Gradients of theta, eta, alpha from those of the coefficients and of the end-of-chunk ones."""
+    """Gradients of theta, momentum, decay from those of the coefficients and of the end-of-chunk ones."""
     d_coef = d_coef.clone()
     d_coef[..., -1, :] += d_w_end
     d_coef = d_coef.tril()
     d_gamma, d_delta = d_gamma.clone(), d_delta.clone()
     d_gamma[..., -1] += d_g
     d_delta[..., -1] += d_d
-    d_lr = d_s_end * cf.eta_seg[..., -1, :] + (d_coef * cf.mixed).sum(-2)
-    d_eta_cum = (cf.keep_seg * d_delta.unsqueeze(-1)).sum(-2)
-    d_eta_cum[..., -1] += d_p
+    d_lr = d_s_end * cf.momentum_seg[..., -1, :] + (d_coef * cf.mixed).sum(-2)
+    d_momentum_cum = (cf.keep_seg * d_delta.unsqueeze(-1)).sum(-2)
+    d_momentum_cum[..., -1] += d_p
     d_mixed = d_coef * lr.unsqueeze(-2)
-    d_keep_seg = d_mixed @ cf.eta_seg.mT + d_delta.unsqueeze(-1) * cf.eta_cum.unsqueeze(-2)
-    d_eta_seg = cf.keep_seg.mT @ d_mixed
-    d_eta_seg[..., -1, :] += d_s_end * lr
-    d_eta = _gate_gradient(eta, cf.eta_seg, d_eta_seg, d_eta_cum)
-    d_alpha = -_gate_gradient(1 - alpha, cf.keep_seg, d_keep_seg, d_gamma)
-    return d_lr, d_eta, d_alpha
+    d_keep_seg = d_mixed @ cf.momentum_seg.mT + d_delta.unsqueeze(-1) * cf.momentum_cum.unsqueeze(-2)
+    d_momentum_seg = cf.keep_seg.mT @ d_mixed
+    d_momentum_seg[..., -1, :] += d_s_end * lr
+    d_momentum = _gate_gradient(momentum, cf.momentum_seg, d_momentum_seg, d_momentum_cum)
+    d_decay = -_gate_gradient(1 - decay, cf.keep_seg, d_keep_seg, d_gamma)
+    return d_lr, d_momentum, d_decay
 
 
 def _dot(x: Tensor, y: Tensor) -> Tensor:
@@ -226,7 +226,7 @@ def _sum_to(grad: Tensor, shape: torch.Size) -> Tensor:
 def _end_of_chunk(cf: Coefficients, c: int):
     """Chunk c's w, s (..., n, 1) and g, d, p (..., 1, 1)."""
     tokens = (x[:, :, c, :, None] for x in (cf.w_end, cf.s_end))
-    state = (x[:, :, c, -1, None, None] for x in (cf.gamma, cf.delta, cf.eta_cum))
+    state = (x[:, :, c, -1, None, None] for x in (cf.gamma, cf.delta, cf.momentum_cum))
     return (*tokens, *state)
 
 
@@ -235,36 +235,36 @@ def _stack(states: list[list[Tensor]], batch: tuple[int, int]) -> list[Tensor]:
     return [torch.stack([s[l].expand(*batch, -1, -1) for s in states], dim=2) for l in range(len(states[0]))]
 
 
-def _forward_sweep(q, k, v, lr, eta, alpha, weights, momentum, grad_weights, act):
+def _forward_sweep(q, k, v, lr, momentum, decay, weights, surprise, chunk_weights, act):
     """y, the state entering every chunk, and the state after the last."""
-    cf = chunk_coefficients(lr, eta, alpha)
+    cf = chunk_coefficients(lr, momentum, decay)
     entering_w, entering_s, paths = [], [], []
     for c in range(q.shape[2]):
         entering_w.append(weights)
-        entering_s.append(momentum)
-        path = key_path(k[:, :, c], v[:, :, c], grad_weights or weights, act)
+        entering_s.append(surprise)
+        path = key_path(k[:, :, c], v[:, :, c], chunk_weights or weights, act)
         paths.append(path)
         w, s, g, d, p = _end_of_chunk(cf, c)
         pairs = list(zip(path.inputs, path.errors))
-        weights, momentum = ([_weighted_outer_sum(a, w, e).addcmul_(g, W).addcmul_(d, S)
-                              for W, S, (a, e) in zip(weights, momentum, pairs)],
-                             [_weighted_outer_sum(a, s, e).addcmul_(p, S) for S, (a, e) in zip(momentum, pairs)])
+        weights, surprise = ([_weighted_outer_sum(a, w, e).addcmul_(g, W).addcmul_(d, S)
+                              for W, S, (a, e) in zip(weights, surprise, pairs)],
+                             [_weighted_outer_sum(a, s, e).addcmul_(p, S) for S, (a, e) in zip(surprise, pairs)])
     batch = q.shape[:2]
     W0, S0 = _stack(entering_w, batch), _stack(entering_s, batch)
     path = KeyPath(*([torch.stack([p[i][l] for p in paths], dim=2) for l in range(len(paths[0][i]))]
                      for i in range(len(KeyPath._fields))))
     y = reads(q, cf, W0, S0, path, act).pre_activations[-1]
-    return y, W0, S0, weights, momentum
+    return y, W0, S0, weights, surprise
 
 
 def _backward_sweep(saved, dy, d_final_w, d_final_s, resumed: bool, act: Activation):
-    """Gradients of q, k, v, the gates, the entering weights and momentum, and the gradient weights."""
-    q, k, v, lr, eta, alpha, *states = saved
+    """Gradients of q, k, v, the gates, the entering weights and surprise, and the gradient weights."""
+    q, k, v, lr, momentum, decay, *states = saved
     L = len(d_final_w)
     W0, S0, G = states[:L], states[L:2 * L], states[2 * L:]
-    gradient_weights = [g.unsqueeze(2) for g in G] if resumed else W0
-    cf = chunk_coefficients(lr, eta, alpha)
-    path = key_path(k, v, gradient_weights, act)
+    chunk_weights = [g.unsqueeze(2) for g in G] if resumed else W0
+    cf = chunk_coefficients(lr, momentum, decay)
+    path = key_path(k, v, chunk_weights, act)
     d_q, d_a, d_e, dW_read, dS_read, d_coef, d_gamma, d_delta = _reads_backward(
         dy, cf, W0, S0, path, reads(q, cf, W0, S0, path, act, output=False), act)
 
@@ -285,50 +285,50 @@ def _backward_sweep(saved, dy, d_final_w, d_final_s, resumed: bool, act: Activat
         d_g[c] = sum(_dot(dW, W) for dW, W in zip(d_w, at(W0)))
         d_d[c] = sum(_dot(dW, S) for dW, S in zip(d_w, at(S0)))
         d_p[c] = sum(_dot(dS, S) for dS, S in zip(d_s, at(S0)))
-        d_G, d_k[c], d_v[c] = _key_path_backward(chunk, at(gradient_weights), d_inputs, d_errors, act)
+        d_G, d_k[c], d_v[c] = _key_path_backward(chunk, at(chunk_weights), d_inputs, d_errors, act)
         # In place on a fresh product: out-of-place addcmul on these strided slices is many times slower.
         d_s = [(d * dW).add_(dS_r).addcmul_(p, dS) for dS_r, dW, dS in zip(at(dS_read), d_w, d_s)]
         d_w = [(g * dW).add_(dW_r).add_(0 if resumed else dG) for dW_r, dW, dG in zip(at(dW_read), d_w, d_G)]
 
     stacked = lambda xs: torch.stack(xs, dim=2)  # noqa: E731
-    d_lr, d_eta, d_alpha = _coefficients_backward(
-        lr, eta, alpha, cf, d_coef, d_gamma, d_delta, *map(stacked, (d_w_end, d_s_end, d_g, d_d, d_p)))
-    return d_q, stacked(d_k), stacked(d_v), d_lr, d_eta, d_alpha, d_w, d_s, d_G if resumed else []
+    d_lr, d_momentum, d_decay = _coefficients_backward(
+        lr, momentum, decay, cf, d_coef, d_gamma, d_delta, *map(stacked, (d_w_end, d_s_end, d_g, d_d, d_p)))
+    return d_q, stacked(d_k), stacked(d_v), d_lr, d_momentum, d_decay, d_w, d_s, d_G if resumed else []
 
 
 class ChunkSweep(torch.autograd.Function):
     """N consecutive chunks of the memory, differentiated by hand (the module docstring).
 
-    Inputs: (depth, activation, has momentum, resumed), q, k, v (B, H, N, n, D), the gates
+    Inputs: (depth, activation, has surprise, resumed), q, k, v (B, H, N, n, D), the gates
     (B, H, N, n), then L entering weights, L momenta (if any), L gradient weights (if resumed).
     Outputs: y, then the L weights and L momenta after the last chunk.
     """
 
     @staticmethod
     def forward(ctx, meta: tuple, *tensors: Tensor):
-        L, act, has_momentum, resumed = meta
-        q, k, v, lr, eta, alpha = tensors[:6]
+        L, act, has_surprise, resumed = meta
+        q, k, v, lr, momentum, decay = tensors[:6]
         weights = list(tensors[6:6 + L])
-        momentum = list(tensors[6 + L:6 + 2 * L]) if has_momentum else [torch.zeros_like(W) for W in weights]
-        grad_weights = list(tensors[6 + (1 + has_momentum) * L:]) if resumed else None
-        y, W0, S0, final_w, final_s = _forward_sweep(q, k, v, lr, eta, alpha, weights, momentum, grad_weights, act)
+        surprise = list(tensors[6 + L:6 + 2 * L]) if has_surprise else [torch.zeros_like(W) for W in weights]
+        chunk_weights = list(tensors[6 + (1 + has_surprise) * L:]) if resumed else None
+        y, W0, S0, final_w, final_s = _forward_sweep(q, k, v, lr, momentum, decay, weights, surprise, chunk_weights, act)
         ctx.meta = meta
         ctx.shapes = [t.shape for t in tensors[6:]]
-        ctx.save_for_backward(q, k, v, lr, eta, alpha, *W0, *S0, *(grad_weights or []))
+        ctx.save_for_backward(q, k, v, lr, momentum, decay, *W0, *S0, *(chunk_weights or []))
         return (y, *final_w, *final_s)
 
     @staticmethod
     def backward(ctx, dy: Tensor, *d_state: Tensor):
-        L, act, has_momentum, resumed = ctx.meta
+        L, act, has_surprise, resumed = ctx.meta
         *d_tokens, d_w, d_s, d_gw = _backward_sweep(ctx.saved_tensors, dy, d_state[:L], d_state[L:], resumed, act)
-        d_states = [*d_w, *(d_s if has_momentum else []), *d_gw]
+        d_states = [*d_w, *(d_s if has_surprise else []), *d_gw]
         return (None, *d_tokens, *(_sum_to(d, shape) for d, shape in zip(d_states, ctx.shapes)))
 
 
-def fused_chunks(q, k, v, lr, eta, alpha, weights, momentum, act, grad_weights=None):
+def fused_chunks(q, k, v, lr, momentum, decay, weights, surprise, act, chunk_weights=None):
     """``chunked._chunks`` (same arguments and results) through :class:`ChunkSweep`."""
     L = len(weights)
-    assert grad_weights is None or q.shape[2] == 1, "only a single chunk resumes part-way"
-    meta = (L, act, momentum is not None, grad_weights is not None)
-    y, *state = ChunkSweep.apply(meta, q, k, v, lr, eta, alpha, *weights, *(momentum or []), *(grad_weights or []))
+    assert chunk_weights is None or q.shape[2] == 1, "only a single chunk resumes part-way"
+    meta = (L, act, surprise is not None, chunk_weights is not None)
+    y, *state = ChunkSweep.apply(meta, q, k, v, lr, momentum, decay, *weights, *(surprise or []), *(chunk_weights or []))
     return y, state[:L], state[L:]

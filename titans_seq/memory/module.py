@@ -23,7 +23,8 @@ class NeuralMemory(nn.Module):
     """Learns to memorise at test time: keys/values written into an MLP by gradient descent.
 
     x -> q, k, v = SiLU(conv(W x)) per head (q, k L2-normalised); data-dependent, per-head gates
-    theta = lr_max * sigmoid(.) (lr_max defaults to 1 / chunk_size), eta = sigmoid(.), alpha = sigmoid(.); the operator writes (k, v)
+    lr theta = lr_max * sigmoid(.) (lr_max defaults to 1 / chunk_size), momentum eta = sigmoid(.) and
+    decay alpha = sigmoid(.); the operator writes (k, v)
     and reads q through the updated memory; then per-head RMSNorm, a sigmoid gate computed from x,
     and the output projection. The initial memory weights are parameters (the outer loop learns them).
     ``damped_momentum`` scales theta by (1 - eta), so that momentum, which re-applies a gradient
@@ -44,7 +45,7 @@ class NeuralMemory(nn.Module):
         self.to_qkv = nn.Linear(d_model, 3 * inner, bias=False)
         self.conv = ShortConv(3 * inner, conv_kernel)
         self.to_gates = nn.Linear(d_model, 3 * n_heads)
-        with torch.no_grad():   # start near theta = lr_max / 2, eta = 0.5, alpha = 0.001
+        with torch.no_grad():   # start near lr = lr_max / 2, momentum = 0.5, decay = 0.001
             self.to_gates.weight.mul_(0.1)
             self.to_gates.bias.copy_(torch.tensor([0.0, 0.0, -math.log(999)]).repeat_interleave(n_heads))
         dims = [head_dim] + [head_dim * expansion] * (depth - 1) + [head_dim]
@@ -62,17 +63,17 @@ class NeuralMemory(nn.Module):
         return self.out(gated)
 
     def gates(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """The per-token, per-head learning rate theta, momentum eta and forgetting alpha, each (B, T, H)."""
-        lr, eta, alpha = torch.sigmoid(self.to_gates(x)).chunk(3, dim=-1)
-        return self.lr_max * lr * (1 - eta if self.damped_momentum else 1), eta, alpha
+        """The per-token, per-head gates lr (theta), momentum (eta) and decay (alpha), each (B, T, H)."""
+        lr, momentum, decay = torch.sigmoid(self.to_gates(x)).chunk(3, dim=-1)
+        return self.lr_max * lr * (1 - momentum if self.damped_momentum else 1), momentum, decay
 
     def forward(self, x: Tensor, state: NeuralMemoryState | None = None) -> tuple[Tensor, NeuralMemoryState]:
         """(B, T, d_model) -> (B, T, d_model) and the state after the last token."""
         qkv, conv = self.conv(self.to_qkv(x), None if state is None else state.conv)
         q, k, v = (self._heads(t) for t in F.silu(qkv).chunk(3, dim=-1))
         q, k = F.normalize(q, dim=-1), F.normalize(k, dim=-1)
-        lr, eta, alpha = self.gates(x)
-        y, memory = neural_memory(q, k, v, lr, eta, alpha, list(self.weights),
+        lr, momentum, decay = self.gates(x)
+        y, memory = neural_memory(q, k, v, lr, momentum, decay, list(self.weights),
                                   chunk_size=self.chunk_size, activation=self.activation,
                                   state=None if state is None else state.memory, backend=self.backend)
         return self._read_out(y, x), NeuralMemoryState(conv, memory)

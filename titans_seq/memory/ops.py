@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import functools
+import os
+import warnings
 from typing import Callable
 
 import torch
@@ -15,20 +17,30 @@ BACKENDS: dict[str, Callable[..., tuple[Tensor, MemoryState]]] = {
     "torch": chunked_neural_memory,
     "torch_recompute": functools.partial(chunked_neural_memory, autograd=False),   # chunk-start states only
 }
+TRITON_MAX_DEPTH = 0          # the deepest memory the Triton kernels cover (0: triton is not installed)
 try:
-    from .triton_backend import triton_neural_memory
+    from .triton_backend import MAX_DEPTH as TRITON_MAX_DEPTH, triton_neural_memory
 except ImportError:   # no triton: the torch backend serves every device
     pass
 else:
     BACKENDS["triton"] = triton_neural_memory
 
 
-def resolve_backend(backend: str, device: torch.device) -> str:
-    """The backend that runs: ``auto`` picks the fastest one available on ``device``."""
+def resolve_backend(backend: str, device: torch.device, depth: int = 1) -> str:
+    """The backend that runs a memory of ``depth`` layers on ``device``: ``auto`` picks the fastest one
+    available. This is the one place that sends a call from the Triton kernels to the torch backend
+    before it starts (a kernel too large for the GPU is found at launch: see ``triton_backend``)."""
     if backend == "auto":
-        return "triton" if device.type == "cuda" and "triton" in BACKENDS else "torch"
+        return "triton" if device.type == "cuda" and depth <= TRITON_MAX_DEPTH else "torch"
     if backend not in BACKENDS:
         raise ValueError(f"unknown memory backend {backend!r}; choose one of {['auto', *BACKENDS]}")
+    if backend == "triton":
+        if device.type != "cuda" and os.environ.get("TRITON_INTERPRET") != "1":
+            raise ValueError("the triton memory backend needs CUDA tensors (or TRITON_INTERPRET=1 on the CPU)")
+        if depth > TRITON_MAX_DEPTH:
+            warnings.warn(f"the Triton memory kernel covers depth <= {TRITON_MAX_DEPTH}; depth {depth} "
+                          "runs on the torch backend", stacklevel=3)
+            return "torch"
     return backend
 
 
@@ -82,7 +94,7 @@ def neural_memory(q: Tensor, k: Tensor, v: Tensor, lr: Tensor, momentum: Tensor,
     """
     _check_shapes(q, k, v, {"lr": lr, "momentum": momentum, "decay": decay}, weights, chunk_size, state)
     get_activation(activation)
-    run = BACKENDS[resolve_backend(backend, q.device)]
+    run = BACKENDS[resolve_backend(backend, q.device, len(weights))]
     return run(q, k, v, lr, momentum, decay, weights, chunk_size=chunk_size, state=state,
                activation=activation)
 

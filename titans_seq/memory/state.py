@@ -1,10 +1,59 @@
-"""The state a neural memory carries from one call to the next."""
+"""The state a neural memory carries from one call to the next, and how a call's tokens fall into chunks."""
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor
+
+
+@dataclass(frozen=True)
+class ChunkLayout:
+    """How ``length`` tokens read from ``position`` fall into chunks aligned to multiples of
+    ``chunk_size`` from position 0; both backends take their chunk boundaries from here."""
+
+    position: int
+    length: int
+    chunk_size: int
+
+    @property
+    def offset(self) -> int:
+        """Tokens of the current chunk seen before this call (0 on a chunk boundary)."""
+        return self.position % self.chunk_size
+
+    @property
+    def resumes(self) -> bool:
+        """Whether the first chunk was begun by an earlier call (its gradients are at its chunk weights)."""
+        return self.offset != 0
+
+    @property
+    def first(self) -> int:
+        """Tokens of this call in the first chunk it touches."""
+        return min(self.length, self.chunk_size - self.offset)
+
+    @property
+    def n_chunks(self) -> int:
+        """Chunks this call touches, the first and the last possibly partial."""
+        return 1 + -(-(self.length - self.first) // self.chunk_size)
+
+    def pieces(self) -> list[tuple[int, int]]:
+        """(tokens, tokens per chunk) of the rest of a resumed chunk, the whole chunks and an unfinished
+        last chunk, the empty ones left out."""
+        head = self.first if self.resumes else 0
+        whole = (self.length - head) // self.chunk_size
+        tail = self.length - head - whole * self.chunk_size
+        pieces = ((head, head), (whole * self.chunk_size, self.chunk_size), (tail, tail))
+        return [(size, n) for size, n in pieces if size]
+
+    def next_chunk_weights(self, final: list[Tensor], last_entering: list[Tensor],
+                           chunk_weights: list[Tensor] | None) -> list[Tensor]:
+        """The weights the chunk left unfinished takes its gradients at: ``final`` on a boundary, the
+        resumed chunk's ``chunk_weights`` if it is still unfinished, else the weights entering the last chunk."""
+        if (self.position + self.length) % self.chunk_size == 0:
+            return final
+        if self.resumes and self.n_chunks == 1:
+            return chunk_weights
+        return last_entering
 
 
 @dataclass
@@ -17,26 +66,26 @@ class MemoryState:
 
     weights: list[Tensor]
     """W_t: the memory after the last token seen."""
-    momentum: list[Tensor]
-    """S_t: the accumulated surprise after the last token seen."""
+    surprise: list[Tensor]
+    """S_t: the accumulated surprise (the momentum of the memory's gradients) after the last token seen."""
     chunk_weights: list[Tensor]
     """The weights entering the unfinished chunk: its remaining tokens take their gradients here."""
     position: int
     """Tokens seen so far; chunks are aligned to multiples of ``chunk_size`` from position 0."""
     chunk_size: int
 
-    @property
-    def offset(self) -> int:
-        """Tokens already seen inside the current chunk (0 on a chunk boundary)."""
-        return self.position % self.chunk_size
+    @staticmethod
+    def layout(state: MemoryState | None, length: int, chunk_size: int) -> ChunkLayout:
+        """The chunks of a call of ``length`` tokens continuing ``state`` (None: from position 0)."""
+        return ChunkLayout(0 if state is None else state.position, length, chunk_size)
 
     def detach(self) -> MemoryState:
         """The same state cut from the autograd graph (truncated back-propagation through time)."""
         cut = lambda ts: [t.detach() for t in ts]  # noqa: E731
-        return MemoryState(cut(self.weights), cut(self.momentum), cut(self.chunk_weights),
+        return MemoryState(cut(self.weights), cut(self.surprise), cut(self.chunk_weights),
                            self.position, self.chunk_size)
 
     def to(self, device: torch.device | str) -> MemoryState:
         move = lambda ts: [t.to(device) for t in ts]  # noqa: E731
-        return MemoryState(move(self.weights), move(self.momentum), move(self.chunk_weights),
+        return MemoryState(move(self.weights), move(self.surprise), move(self.chunk_weights),
                            self.position, self.chunk_size)

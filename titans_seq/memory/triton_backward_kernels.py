@@ -62,33 +62,33 @@ def _gate_gradient(x, d_seg, d_cum, BT: tl.constexpr, PRECISION: tl.constexpr):
 
 
 @triton.jit
-def _coefficients_backward(lr, eta, alpha, length, d_coef, d_gamma, d_delta, d_wc, d_sc, d_g, d_d, d_p,
+def _coefficients_backward(lr, momentum, decay, length, d_coef, d_gamma, d_delta, d_wc, d_sc, d_g, d_d, d_p,
                            BT: tl.constexpr, PRECISION: tl.constexpr):
-    """Gradients of theta, eta, alpha from those of the outputs of `_chunk_coefficients`."""
+    """Gradients of theta, momentum, decay from those of the outputs of `_chunk_coefficients`."""
     t = tl.arange(0, BT)
     lower = t[:, None] >= t[None, :]
     last = t == length - 1
-    keep = 1.0 - alpha
-    eta_seg = _segment_products(eta, BT)
+    keep = 1.0 - decay
+    momentum_seg = _segment_products(momentum, BT)
     keep_seg = _segment_products(keep, BT)
-    mixed = tl.dot(keep_seg, eta_seg, input_precision=PRECISION)
-    eta_cum = tl.cumprod(eta, axis=0)
+    mixed = tl.dot(keep_seg, momentum_seg, input_precision=PRECISION)
+    momentum_cum = tl.cumprod(momentum, axis=0)
 
     # The end-of-chunk coefficients are entries of the full ones.
     d_coef = tl.where(lower, d_coef + tl.where(last[:, None], d_wc[None, :], 0.0), 0.0)
-    d_lr = d_sc * tl.sum(tl.where(last[:, None], eta_seg, 0.0), axis=0) + tl.sum(d_coef * mixed, axis=0)
+    d_lr = d_sc * tl.sum(tl.where(last[:, None], momentum_seg, 0.0), axis=0) + tl.sum(d_coef * mixed, axis=0)
     d_gamma = d_gamma + tl.where(last, d_g, 0.0)
     d_delta = d_delta + tl.where(last, d_d, 0.0)
-    d_eta_cum = tl.where(last, d_p, 0.0) + tl.sum(keep_seg * d_delta[:, None], axis=0)
+    d_momentum_cum = tl.where(last, d_p, 0.0) + tl.sum(keep_seg * d_delta[:, None], axis=0)
     d_mixed = d_coef * lr[None, :]
-    d_keep_seg = tl.dot(d_mixed, tl.trans(eta_seg), input_precision=PRECISION) + d_delta[:, None] * eta_cum[None, :]
-    d_eta_seg = (tl.dot(tl.trans(keep_seg), d_mixed, input_precision=PRECISION)
+    d_keep_seg = tl.dot(d_mixed, tl.trans(momentum_seg), input_precision=PRECISION) + d_delta[:, None] * momentum_cum[None, :]
+    d_momentum_seg = (tl.dot(tl.trans(keep_seg), d_mixed, input_precision=PRECISION)
                  + tl.where(last[:, None], (d_sc * lr)[None, :], 0.0))
     d_keep_seg = tl.where(lower, d_keep_seg, 0.0)
-    d_eta_seg = tl.where(lower, d_eta_seg, 0.0)
-    d_eta = _gate_gradient(eta, d_eta_seg, d_eta_cum, BT, PRECISION)
-    d_alpha = -_gate_gradient(keep, d_keep_seg, d_gamma, BT, PRECISION)
-    return d_lr, d_eta, d_alpha
+    d_momentum_seg = tl.where(lower, d_momentum_seg, 0.0)
+    d_momentum = _gate_gradient(momentum, d_momentum_seg, d_momentum_cum, BT, PRECISION)
+    d_decay = -_gate_gradient(keep, d_keep_seg, d_gamma, BT, PRECISION)
+    return d_lr, d_momentum, d_decay
 
 
 @triton.jit
@@ -97,21 +97,21 @@ def _store_rows(ptr, value, start, length, stride_t, D, BT: tl.constexpr, BD: tl
 
 
 @triton.jit
-def _store_gates(dlr_ptr, deta_ptr, dalpha_ptr, d_lr, d_eta, d_alpha, start, length, stride_gt, BT: tl.constexpr):
+def _store_gates(dlr_ptr, deta_ptr, dalpha_ptr, d_lr, d_momentum, d_decay, start, length, stride_gt, BT: tl.constexpr):
     t = tl.arange(0, BT)
     real = t < length
     tl.store(dlr_ptr + (start + t) * stride_gt, d_lr, mask=real)
-    tl.store(deta_ptr + (start + t) * stride_gt, d_eta, mask=real)
-    tl.store(dalpha_ptr + (start + t) * stride_gt, d_alpha, mask=real)
+    tl.store(deta_ptr + (start + t) * stride_gt, d_momentum, mask=real)
+    tl.store(dalpha_ptr + (start + t) * stride_gt, d_decay, mask=real)
 
 
 @triton.jit
 def memory_bwd_depth1_kernel(
-    q_ptr, k_ptr, v_ptr, lr_ptr, eta_ptr, alpha_ptr, dy_ptr, w_ptr, s_ptr,
+    q_ptr, k_ptr, v_ptr, lr_ptr, momentum_ptr, decay_ptr, dy_ptr, w_ptr, s_ptr,
     dq_ptr, dk_ptr, dv_ptr, dlr_ptr, deta_ptr, dalpha_ptr, dw_ptr, ds_ptr,
-    T, H, N, FIRST, CHUNK, DK, DV, GRAD_JUMP, C_LO, C_HI,
+    T, H, N, FIRST, CHUNK, DK, DV, CHUNK_WEIGHTS_JUMP, C_LO, C_HI,
     stride_b, stride_t, stride_h, stride_vb, stride_vt, stride_vh, stride_gb, stride_gt, stride_gh,
-    HAS_GRAD_WEIGHTS: tl.constexpr, ACT: tl.constexpr, PRECISION: tl.constexpr,
+    RESUMED: tl.constexpr, ACT: tl.constexpr, PRECISION: tl.constexpr,
     BT: tl.constexpr, BK: tl.constexpr, BLOCK_H: tl.constexpr,
 ):
     """Chunks C_HI - 1 down to C_LO of a linear memory; dw/ds hold the gradients of the state after C_HI - 1."""
@@ -122,8 +122,8 @@ def memory_bwd_depth1_kernel(
     cols = tl.arange(0, BLOCK_H)
     for i in range(C_HI - C_LO):
         c = C_HI - 1 - i
-        start, length, q, k, lr, eta, alpha, coef, gamma, delta, w_coef, s_coef, g_end, d_end, p_end = _open_chunk(
-            c, q_ptr + io, k_ptr + io, lr_ptr + gates, eta_ptr + gates, alpha_ptr + gates, T, FIRST, CHUNK, DK,
+        start, length, q, k, lr, momentum, decay, coef, gamma, delta, w_coef, s_coef, g_end, d_end, p_end = _open_chunk(
+            c, q_ptr + io, k_ptr + io, lr_ptr + gates, momentum_ptr + gates, decay_ptr + gates, T, FIRST, CHUNK, DK,
             stride_t, stride_gt, BT, BK, PRECISION)
         qk = tl.dot(q, tl.trans(k), input_precision=PRECISION)
         scores = coef * qk
@@ -133,8 +133,8 @@ def memory_bwd_depth1_kernel(
         for j in range(0, DV, BLOCK_H):
             W = _load_tile(w_ptr + here + j, dk_, cols, DK, DV - j, DV)
             S = _load_tile(s_ptr + here + j, dk_, cols, DK, DV - j, DV)
-            if HAS_GRAD_WEIGHTS:
-                G = _load_tile(w_ptr + here + tl.where(c == 0, GRAD_JUMP, 0) + j, dk_, cols, DK, DV - j, DV)
+            if RESUMED:
+                G = _load_tile(w_ptr + here + tl.where(c == 0, CHUNK_WEIGHTS_JUMP, 0) + j, dk_, cols, DK, DV - j, DV)
             else:
                 G = W
             v = _load_tile(v_ptr + vo + start * stride_vt + j, t, cols, length, DV - j, stride_vt)
@@ -164,7 +164,7 @@ def memory_bwd_depth1_kernel(
             d_G = -2.0 * tl.dot(tl.trans(k), d_err, input_precision=PRECISION)
             dW = g_end * dW_next + tl.dot(tl.trans(q), gamma[:, None] * dy, input_precision=PRECISION)
             dS = d_end * dW_next + p_end * dS_next + tl.dot(tl.trans(q), delta[:, None] * dy, input_precision=PRECISION)
-            if HAS_GRAD_WEIGHTS:   # chunk 0 took its gradients at other weights: slot 1
+            if RESUMED:   # chunk 0 took its gradients at other weights: slot 1
                 to_slot1 = tl.where(c == 0, 1, 0)
                 dW += d_G * (1 - to_slot1)
                 _store_tile(dw_ptr + grads + DK * DV + j, d_G, dk_, cols, DK, (DV - j) * to_slot1, DV)
@@ -176,23 +176,23 @@ def memory_bwd_depth1_kernel(
         d_qk = d_scores * coef
         d_q += tl.dot(d_qk, k, input_precision=PRECISION)
         d_k += tl.dot(tl.trans(d_qk), q, input_precision=PRECISION)
-        d_lr, d_eta, d_alpha = _coefficients_backward(lr, eta, alpha, length, d_scores * qk, d_gamma, d_delta,
+        d_lr, d_momentum, d_decay = _coefficients_backward(lr, momentum, decay, length, d_scores * qk, d_gamma, d_delta,
                                                       d_wc, d_sc, d_g, d_d, d_p, BT, PRECISION)
         _store_rows(dq_ptr + io, d_q, start, length, stride_t, DK, BT, BK)
         _store_rows(dk_ptr + io, d_k, start, length, stride_t, DK, BT, BK)
-        _store_gates(dlr_ptr + gates, deta_ptr + gates, dalpha_ptr + gates, d_lr, d_eta, d_alpha,
+        _store_gates(dlr_ptr + gates, deta_ptr + gates, dalpha_ptr + gates, d_lr, d_momentum, d_decay,
                      start, length, stride_gt, BT)
         tl.debug_barrier()   # the next chunk reads the state gradients stored here
 
 
 @triton.jit
 def memory_bwd_depth2_kernel(
-    q_ptr, k_ptr, v_ptr, lr_ptr, eta_ptr, alpha_ptr, dy_ptr, w1_ptr, s1_ptr, w2_ptr, s2_ptr,
+    q_ptr, k_ptr, v_ptr, lr_ptr, momentum_ptr, decay_ptr, dy_ptr, w1_ptr, s1_ptr, w2_ptr, s2_ptr,
     dq_ptr, dk_ptr, dv_ptr, dlr_ptr, deta_ptr, dalpha_ptr, dw1_ptr, ds1_ptr, dw2_ptr, ds2_ptr,
     scratch_da_ptr, scratch_dz_ptr,
-    T, H, N, FIRST, CHUNK, DK, DH, DV, GRAD_JUMP1, GRAD_JUMP2, C_LO, C_HI,
+    T, H, N, FIRST, CHUNK, DK, DH, DV, CHUNK_WEIGHTS_JUMP1, CHUNK_WEIGHTS_JUMP2, C_LO, C_HI,
     stride_b, stride_t, stride_h, stride_vb, stride_vt, stride_vh, stride_gb, stride_gt, stride_gh,
-    HAS_GRAD_WEIGHTS: tl.constexpr, ACT: tl.constexpr, PRECISION: tl.constexpr,
+    RESUMED: tl.constexpr, ACT: tl.constexpr, PRECISION: tl.constexpr,
     BT: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr, BLOCK_H: tl.constexpr,
 ):
     """Chunks C_HI - 1 down to C_LO of a two-layer memory, in three passes over the hidden tiles.
@@ -211,16 +211,16 @@ def memory_bwd_depth2_kernel(
     hid = tl.arange(0, BLOCK_H)
     for i in range(C_HI - C_LO):
         c = C_HI - 1 - i
-        start, length, q, k, lr, eta, alpha, coef, gamma, delta, w_coef, s_coef, g_end, d_end, p_end = _open_chunk(
-            c, q_ptr + io, k_ptr + io, lr_ptr + gates, eta_ptr + gates, alpha_ptr + gates, T, FIRST, CHUNK, DK,
+        start, length, q, k, lr, momentum, decay, coef, gamma, delta, w_coef, s_coef, g_end, d_end, p_end = _open_chunk(
+            c, q_ptr + io, k_ptr + io, lr_ptr + gates, momentum_ptr + gates, decay_ptr + gates, T, FIRST, CHUNK, DK,
             stride_t, stride_gt, BT, BK, PRECISION)
         v = _load_tile(v_ptr + vo + start * stride_vt, t, dv_, length, DV, stride_vt)
         dy = _load_tile(dy_ptr + vo + start * stride_vt, t, dv_, length, DV, stride_vt)
         here1 = (pid * (N + 2) + c) * DK * DH
         here2 = (pid * (N + 2) + c) * DH * DV
-        jump1 = tl.where(c == 0, GRAD_JUMP1, 0)
-        jump2 = tl.where(c == 0, GRAD_JUMP2, 0)
-        if HAS_GRAD_WEIGHTS:   # 1: chunk 0's key-path gradients go to slot 1
+        jump1 = tl.where(c == 0, CHUNK_WEIGHTS_JUMP1, 0)
+        jump2 = tl.where(c == 0, CHUNK_WEIGHTS_JUMP2, 0)
+        if RESUMED:   # 1: chunk 0's key-path gradients go to slot 1
             to_slot1 = tl.where(c == 0, 1, 0)
         else:
             to_slot1 = tl.where(c == 0, 0, 0)
@@ -345,10 +345,10 @@ def memory_bwd_depth2_kernel(
         d_qk = d_scores1 * coef
         d_q += tl.dot(d_qk, k, input_precision=PRECISION)
         d_k += tl.dot(tl.trans(d_qk), q, input_precision=PRECISION)
-        d_lr, d_eta, d_alpha = _coefficients_backward(lr, eta, alpha, length, d_coef + d_scores1 * qk, d_gamma,
+        d_lr, d_momentum, d_decay = _coefficients_backward(lr, momentum, decay, length, d_coef + d_scores1 * qk, d_gamma,
                                                       d_delta, d_wc, d_sc, d_g, d_d, d_p, BT, PRECISION)
         _store_rows(dq_ptr + io, d_q, start, length, stride_t, DK, BT, BK)
         _store_rows(dk_ptr + io, d_k, start, length, stride_t, DK, BT, BK)
-        _store_gates(dlr_ptr + gates, deta_ptr + gates, dalpha_ptr + gates, d_lr, d_eta, d_alpha,
+        _store_gates(dlr_ptr + gates, deta_ptr + gates, dalpha_ptr + gates, d_lr, d_momentum, d_decay,
                      start, length, stride_gt, BT)
         tl.debug_barrier()   # the next chunk reads the state gradients stored here

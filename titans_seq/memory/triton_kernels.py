@@ -65,22 +65,22 @@ def _segment_products(x, BT: tl.constexpr):
 
 
 @triton.jit
-def _chunk_coefficients(lr, eta, alpha, length, BT: tl.constexpr, PRECISION: tl.constexpr):
+def _chunk_coefficients(lr, momentum, decay, length, BT: tl.constexpr, PRECISION: tl.constexpr):
     """The chunk's coefficients: C theta (b x b), gamma, delta, and those of its last real token."""
     t = tl.arange(0, BT)
-    keep = 1.0 - alpha
-    eta_seg = _segment_products(eta, BT)
+    keep = 1.0 - decay
+    momentum_seg = _segment_products(momentum, BT)
     keep_seg = _segment_products(keep, BT)
-    coef = tl.dot(keep_seg, eta_seg, input_precision=PRECISION) * lr[None, :]
+    coef = tl.dot(keep_seg, momentum_seg, input_precision=PRECISION) * lr[None, :]
     gamma = tl.cumprod(keep, axis=0)
-    eta_cum = tl.cumprod(eta, axis=0)
-    delta = tl.sum(keep_seg * eta_cum[None, :], axis=1)
+    momentum_cum = tl.cumprod(momentum, axis=0)
+    delta = tl.sum(keep_seg * momentum_cum[None, :], axis=1)
     last = t == length - 1
     w_coef = tl.sum(tl.where(last[:, None], coef, 0.0), axis=0)
-    s_coef = tl.sum(tl.where(last[:, None], eta_seg, 0.0), axis=0) * lr
+    s_coef = tl.sum(tl.where(last[:, None], momentum_seg, 0.0), axis=0) * lr
     g_end = tl.sum(tl.where(last, gamma, 0.0), axis=0)
     d_end = tl.sum(tl.where(last, delta, 0.0), axis=0)
-    p_end = tl.sum(tl.where(last, eta_cum, 0.0), axis=0)
+    p_end = tl.sum(tl.where(last, momentum_cum, 0.0), axis=0)
     return coef, gamma, delta, w_coef, s_coef, g_end, d_end, p_end
 
 
@@ -93,7 +93,7 @@ def _chunk_bounds(c, T, FIRST, CHUNK):
 
 
 @triton.jit
-def _load_chunk(q_ptr, k_ptr, lr_ptr, eta_ptr, alpha_ptr, start, length, stride_t, stride_gt, DK,
+def _load_chunk(q_ptr, k_ptr, lr_ptr, momentum_ptr, decay_ptr, start, length, stride_t, stride_gt, DK,
                 BT: tl.constexpr, BK: tl.constexpr):
     """q, k (BT x BK) and the gates (BT) of tokens [start, start + length); padding is neutral."""
     t = tl.arange(0, BT)
@@ -102,9 +102,9 @@ def _load_chunk(q_ptr, k_ptr, lr_ptr, eta_ptr, alpha_ptr, start, length, stride_
     k = _load_tile(k_ptr + start * stride_t, t, dk, length, DK, stride_t)
     real = t < length
     lr = tl.load(lr_ptr + (start + t) * stride_gt, mask=real, other=0.0).to(tl.float32)
-    eta = tl.load(eta_ptr + (start + t) * stride_gt, mask=real, other=1.0).to(tl.float32)
-    alpha = tl.load(alpha_ptr + (start + t) * stride_gt, mask=real, other=0.0).to(tl.float32)
-    return q, k, lr, eta, alpha
+    momentum = tl.load(momentum_ptr + (start + t) * stride_gt, mask=real, other=1.0).to(tl.float32)
+    decay = tl.load(decay_ptr + (start + t) * stride_gt, mask=real, other=0.0).to(tl.float32)
+    return q, k, lr, momentum, decay
 
 
 @triton.jit
@@ -116,27 +116,27 @@ def _program_offsets(H, stride_b, stride_h, stride_vb, stride_vh, stride_gb, str
 
 
 @triton.jit
-def _open_chunk(c, q_ptr, k_ptr, lr_ptr, eta_ptr, alpha_ptr, T, FIRST, CHUNK, DK, stride_t, stride_gt,
+def _open_chunk(c, q_ptr, k_ptr, lr_ptr, momentum_ptr, decay_ptr, T, FIRST, CHUNK, DK, stride_t, stride_gt,
                 BT: tl.constexpr, BK: tl.constexpr, PRECISION: tl.constexpr):
     """Chunk c's bounds, queries, keys, gates and coefficients (see `_chunk_coefficients`)."""
     start, length = _chunk_bounds(c, T, FIRST, CHUNK)
-    q, k, lr, eta, alpha = _load_chunk(q_ptr, k_ptr, lr_ptr, eta_ptr, alpha_ptr, start, length,
+    q, k, lr, momentum, decay = _load_chunk(q_ptr, k_ptr, lr_ptr, momentum_ptr, decay_ptr, start, length,
                                        stride_t, stride_gt, DK, BT, BK)
-    coef, gamma, delta, w_coef, s_coef, g_end, d_end, p_end = _chunk_coefficients(lr, eta, alpha, length, BT, PRECISION)
-    return start, length, q, k, lr, eta, alpha, coef, gamma, delta, w_coef, s_coef, g_end, d_end, p_end
+    coef, gamma, delta, w_coef, s_coef, g_end, d_end, p_end = _chunk_coefficients(lr, momentum, decay, length, BT, PRECISION)
+    return start, length, q, k, lr, momentum, decay, coef, gamma, delta, w_coef, s_coef, g_end, d_end, p_end
 
 
 @triton.jit
 def memory_fwd_depth1_kernel(
-    q_ptr, k_ptr, v_ptr, lr_ptr, eta_ptr, alpha_ptr, y_ptr, w_ptr, s_ptr,
-    T, H, N, FIRST, CHUNK, DK, DV, GRAD_JUMP,
+    q_ptr, k_ptr, v_ptr, lr_ptr, momentum_ptr, decay_ptr, y_ptr, w_ptr, s_ptr,
+    T, H, N, FIRST, CHUNK, DK, DV, CHUNK_WEIGHTS_JUMP,
     stride_b, stride_t, stride_h, stride_vb, stride_vt, stride_vh, stride_gb, stride_gt, stride_gh,
-    HAS_GRAD_WEIGHTS: tl.constexpr, ACT: tl.constexpr, PRECISION: tl.constexpr,
+    RESUMED: tl.constexpr, ACT: tl.constexpr, PRECISION: tl.constexpr,
     BT: tl.constexpr, BK: tl.constexpr, BLOCK_H: tl.constexpr,
 ):
     """A linear memory W (DK x DV), walked in BLOCK_H-wide column tiles (each column tile is independent).
 
-    With HAS_GRAD_WEIGHTS, chunk 0 takes its gradients at the weights GRAD_JUMP elements past its
+    With RESUMED, chunk 0 takes its gradients at the weights CHUNK_WEIGHTS_JUMP elements past its
     own slot (the buffer's last slot) rather than at the weights entering it.
     """
     pid, io, vo, gates = _program_offsets(H, stride_b, stride_h, stride_vb, stride_vh, stride_gb, stride_gh)
@@ -144,8 +144,8 @@ def memory_fwd_depth1_kernel(
     dk = tl.arange(0, BK)
     cols = tl.arange(0, BLOCK_H)
     for c in range(N):
-        start, length, q, k, lr, eta, alpha, coef, gamma, delta, w_coef, s_coef, g_end, d_end, p_end = _open_chunk(
-            c, q_ptr + io, k_ptr + io, lr_ptr + gates, eta_ptr + gates, alpha_ptr + gates, T, FIRST, CHUNK, DK,
+        start, length, q, k, lr, momentum, decay, coef, gamma, delta, w_coef, s_coef, g_end, d_end, p_end = _open_chunk(
+            c, q_ptr + io, k_ptr + io, lr_ptr + gates, momentum_ptr + gates, decay_ptr + gates, T, FIRST, CHUNK, DK,
             stride_t, stride_gt, BT, BK, PRECISION)
         scores = coef * tl.dot(q, tl.trans(k), input_precision=PRECISION)
         kt = tl.trans(k)
@@ -154,8 +154,8 @@ def memory_fwd_depth1_kernel(
         for j in range(0, DV, BLOCK_H):
             W = _load_tile(w_ptr + here + j, dk, cols, DK, DV - j, DV)
             S = _load_tile(s_ptr + here + j, dk, cols, DK, DV - j, DV)
-            if HAS_GRAD_WEIGHTS:
-                G = _load_tile(w_ptr + here + tl.where(c == 0, GRAD_JUMP, 0) + j, dk, cols, DK, DV - j, DV)
+            if RESUMED:
+                G = _load_tile(w_ptr + here + tl.where(c == 0, CHUNK_WEIGHTS_JUMP, 0) + j, dk, cols, DK, DV - j, DV)
             else:
                 G = W
             v = _load_tile(v_ptr + vo + start * stride_vt + j, t, cols, length, DV - j, stride_vt)
@@ -173,10 +173,10 @@ def memory_fwd_depth1_kernel(
 
 @triton.jit
 def memory_fwd_depth2_kernel(
-    q_ptr, k_ptr, v_ptr, lr_ptr, eta_ptr, alpha_ptr, y_ptr, w1_ptr, s1_ptr, w2_ptr, s2_ptr,
-    T, H, N, FIRST, CHUNK, DK, DH, DV, GRAD_JUMP1, GRAD_JUMP2,
+    q_ptr, k_ptr, v_ptr, lr_ptr, momentum_ptr, decay_ptr, y_ptr, w1_ptr, s1_ptr, w2_ptr, s2_ptr,
+    T, H, N, FIRST, CHUNK, DK, DH, DV, CHUNK_WEIGHTS_JUMP1, CHUNK_WEIGHTS_JUMP2,
     stride_b, stride_t, stride_h, stride_vb, stride_vt, stride_vh, stride_gb, stride_gt, stride_gh,
-    HAS_GRAD_WEIGHTS: tl.constexpr, ACT: tl.constexpr, PRECISION: tl.constexpr,
+    RESUMED: tl.constexpr, ACT: tl.constexpr, PRECISION: tl.constexpr,
     BT: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr, BLOCK_H: tl.constexpr,
 ):
     """A two-layer memory W1 (DK x DH), act, W2 (DH x DV), walked in BLOCK_H-wide hidden tiles."""
@@ -186,15 +186,15 @@ def memory_fwd_depth2_kernel(
     dv = tl.arange(0, BV)
     hid = tl.arange(0, BLOCK_H)
     for c in range(N):
-        start, length, q, k, lr, eta, alpha, coef, gamma, delta, w_coef, s_coef, g_end, d_end, p_end = _open_chunk(
-            c, q_ptr + io, k_ptr + io, lr_ptr + gates, eta_ptr + gates, alpha_ptr + gates, T, FIRST, CHUNK, DK,
+        start, length, q, k, lr, momentum, decay, coef, gamma, delta, w_coef, s_coef, g_end, d_end, p_end = _open_chunk(
+            c, q_ptr + io, k_ptr + io, lr_ptr + gates, momentum_ptr + gates, decay_ptr + gates, T, FIRST, CHUNK, DK,
             stride_t, stride_gt, BT, BK, PRECISION)
         v = _load_tile(v_ptr + vo + start * stride_vt, t, dv, length, DV, stride_vt)
         here1 = (pid * (N + 2) + c) * DK * DH
         here2 = (pid * (N + 2) + c) * DH * DV
         there1, there2 = here1 + DK * DH, here2 + DH * DV
-        jump1 = tl.where(c == 0, GRAD_JUMP1, 0)
-        jump2 = tl.where(c == 0, GRAD_JUMP2, 0)
+        jump1 = tl.where(c == 0, CHUNK_WEIGHTS_JUMP1, 0)
+        jump2 = tl.where(c == 0, CHUNK_WEIGHTS_JUMP2, 0)
 
         # The keys through the memory at the gradient weights give the last layer's error.
         out = tl.zeros((BT, BV), dtype=tl.float32)
@@ -215,7 +215,7 @@ def memory_fwd_depth2_kernel(
             S1 = _load_tile(s1_ptr + here1 + j, dk, hid, DK, DH - j, DH)
             W2 = _load_tile(w2_ptr + here2 + j * DV, hid, dv, DH - j, DV, DV)
             S2 = _load_tile(s2_ptr + here2 + j * DV, hid, dv, DH - j, DV, DV)
-            if HAS_GRAD_WEIGHTS:
+            if RESUMED:
                 G1 = _load_tile(w1_ptr + here1 + jump1 + j, dk, hid, DK, DH - j, DH)
                 G2 = _load_tile(w2_ptr + here2 + jump2 + j * DV, hid, dv, DH - j, DV, DV)
             else:
