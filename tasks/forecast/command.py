@@ -16,12 +16,11 @@ import torch
 
 from titans_seq.backbones import VARIANTS
 from titans_seq.data import data_overrides
-from titans_seq.engine.checkpoint import BEST
 from titans_seq.engine.config import Recipe, load_recipe
 from titans_seq.engine.distributed import close_process, init_process
 from titans_seq.engine.records import write_record
 from titans_seq.engine.runs import find_checkpoint, saved_recipe
-from titans_seq.engine.trainer import Trainer, evaluate
+from titans_seq.engine.trainer import Trainer
 from titans_seq.errors import UserError
 from titans_seq.files import write_atomically_with
 
@@ -134,12 +133,12 @@ def run_forecast(options: ForecastOptions) -> ForecastResult:
     try:
         trainer = Trainer(recipe, env)
         if checkpoint:
-            trainer.load_weights(checkpoint)
-            metrics, _ = evaluate(trainer.task, trainer.model, trainer.splits["test"], recipe, env.device)
-            write_record(out / "test_results.json", trainer.record("test", metrics, 0.0, checkpoint=str(checkpoint)))
+            record = trainer.evaluate_checkpoint(checkpoint)
+            write_record(out / "test_results.json", record)
         else:
-            metrics = trainer.fit()["metrics"]
-            checkpoint = trainer.run_dir / BEST
+            record = trainer.fit()
+            checkpoint = find_checkpoint(trainer.run_dir)
+        metrics = record["metrics"]
         task, model = trainer.task, trainer.model.eval()
         forecast = future_forecast(task, model, env.device)
         csv_path, png_path = out / "forecast.csv", out / "forecast.png"

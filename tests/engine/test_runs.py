@@ -52,3 +52,29 @@ def test_wrong_folders_and_wrong_tasks_are_one_line(trained, tmp_path):
         open_run(tmp_path)
     with pytest.raises(UserError, match="trained for task 'recall', not forecast"):
         open_run(trained, task="forecast")
+
+
+def test_init_from_takes_a_run_folder_and_starts_from_its_best(trained, tmp_path):
+    from titans_seq.engine.distributed import init_process
+    from titans_seq.engine.trainer import Trainer
+
+    recipe = load_recipe("demo", [*TINY, f"model.init_from={trained}", f"run.out_dir={tmp_path}"])
+    started = Trainer(recipe, init_process("cpu")).model.state_dict()
+    saved = read_model_state(trained / BEST)
+    for name, tensor in started.items():
+        torch.testing.assert_close(tensor, saved[name], rtol=0, atol=0)
+    with pytest.raises(UserError, match=f"model.init_from={tmp_path}: .*not a complete checkpoint folder"):
+        Trainer(load_recipe("demo", [*TINY, f"model.init_from={tmp_path}"]), init_process("cpu"))
+
+
+def test_a_trainer_evaluates_a_checkpoint_as_its_training_tested_it(trained):
+    import json
+
+    from titans_seq.engine.distributed import init_process
+    from titans_seq.engine.trainer import Trainer
+
+    trainer = Trainer(saved_recipe(trained), init_process("cpu"))
+    record = trainer.evaluate_checkpoint(trained / BEST)
+    assert record["split"] == "test" and record["checkpoint"] == str(trained / BEST) and trainer.state.step == 0
+    tested = json.loads((trained / "test_results.json").read_text())
+    assert record["metrics"] == pytest.approx(tested["metrics"], abs=1e-6)

@@ -1,14 +1,13 @@
 """Evaluating a saved checkpoint: ``titans-seq eval RECIPE --checkpoint DIR``."""
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 from .config import Recipe
-from .distributed import init_process
+from .distributed import close_process, init_process
 from .records import write_record
 from .runs import find_checkpoint
-from .trainer import Trainer, evaluate
+from .trainer import Trainer
 
 
 def evaluate_checkpoint(recipe: Recipe, checkpoint: Path, split: str = "test", out: Path | None = None) -> dict:
@@ -16,13 +15,10 @@ def evaluate_checkpoint(recipe: Recipe, checkpoint: Path, split: str = "test", o
     as a result record written to ``out``."""
     checkpoint = find_checkpoint(checkpoint)
     env = init_process(recipe.run.device)
-    trainer = Trainer(recipe, env)
-    trainer.load_weights(checkpoint)
-    dataset = trainer.splits[split]
-    started = time.perf_counter()
-    metrics, tokens = evaluate(trainer.task, trainer.model, dataset, recipe, env.device)
-    record = trainer.record(split, metrics, tokens / max(time.perf_counter() - started, 1e-9),
-                            checkpoint=str(checkpoint))
-    if env.is_main:
-        write_record(out or checkpoint.parent / f"{checkpoint.name}_{split}_results.json", record)
+    try:
+        record = Trainer(recipe, env).evaluate_checkpoint(checkpoint, split)
+        if env.is_main:
+            write_record(out or checkpoint.parent / f"{checkpoint.name}_{split}_results.json", record)
+    finally:
+        close_process()
     return record

@@ -30,6 +30,7 @@ from .distributed import (ProcessEnv, all_agree, close_process, full_state_dicts
 from .progress import MetricsLog, Progress
 from .records import result_record, write_atomically, write_record
 from .registry import get_task
+from .runs import find_checkpoint
 from .task import Task
 
 
@@ -168,6 +169,14 @@ def load_matching_weights(model: nn.Module, directory: Path) -> int:
     return len(matching)
 
 
+def initial_checkpoint(init_from: str) -> Path:
+    """The checkpoint ``model.init_from`` names: a checkpoint folder, or a run folder's best (else latest)."""
+    try:
+        return find_checkpoint(init_from)
+    except UserError as error:
+        raise UserError(f"model.init_from={init_from}: {error}") from None
+
+
 def _improved(value: float, best: float | None, mode: str) -> bool:
     return best is None or (value < best if mode == "min" else value > best)
 
@@ -186,7 +195,7 @@ class Trainer:
         self.task = task or get_task(recipe.task.name)(recipe.task, recipe.data)
         model = self.task.build_model(recipe.model.backbone()).to(env.device)
         if recipe.model.init_from:
-            loaded = load_matching_weights(model, Path(recipe.model.init_from))
+            loaded = load_matching_weights(model, initial_checkpoint(recipe.model.init_from))
             if env.is_main:
                 print(f"initialised {loaded} tensors from {recipe.model.init_from}")
         self.parameters = sum(p.numel() for p in model.parameters())
@@ -326,6 +335,15 @@ class Trainer:
         if self.env.is_main:
             write_record(self.run_dir / "test_results.json", record)
         return record
+
+    def evaluate_checkpoint(self, checkpoint: Path, split: str = "test") -> dict:
+        """The result record of ``split`` with a checkpoint's weights (the seam for commands that
+        evaluate a trained model without training it)."""
+        self.load_weights(checkpoint)
+        started = time.perf_counter()
+        metrics, tokens = evaluate(self.task, self.model, self.splits[split], self.recipe, self.env.device)
+        return self.record(split, metrics, tokens / max(time.perf_counter() - started, 1e-9),
+                           checkpoint=str(checkpoint))
 
     def record(self, split: str, metrics: dict[str, float], tokens_per_s: float, **extra) -> dict:
         cfg = self.recipe
