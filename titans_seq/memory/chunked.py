@@ -22,6 +22,8 @@ the reference of ``chunked_function.py``, whose hand-written backward serves tra
 """
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import torch
 from torch import Tensor
 
@@ -44,8 +46,21 @@ def memory_mlp(x: Tensor, weights: list[Tensor], act: Activation) -> Tensor:
     return x @ weights[-1]
 
 
-def _key_gradients(k: Tensor, v: Tensor, weights: list[Tensor], act: Activation):
-    """Layer inputs a^l and descent directions e^l: -grad_{W_l} ||f_W(k_s) - v_s||^2 = a_s^l (x) e_s^l."""
+class KeyPath(NamedTuple):
+    """The keys through the memory at the gradient weights G: per layer its input a_l and error
+    e_l (-grad_{G_l} = a_l^T e_l); per hidden layer its pre-activation z_l and e_{l+1} G_{l+1}^T."""
+    inputs: list[Tensor]
+    pre_activations: list[Tensor]
+    back: list[Tensor]
+    errors: list[Tensor]
+
+    def at(self, c: int) -> KeyPath:
+        """Chunk c of a path batched over chunks (dim 2)."""
+        return KeyPath(*([x[:, :, c] for x in xs] for xs in self))
+
+
+def key_path(k: Tensor, v: Tensor, weights: list[Tensor], act: Activation) -> KeyPath:
+    """The keys through the memory at ``weights``: -grad_{W_l} ||f_W(k_s) - v_s||^2 = a_s^l (x) e_s^l."""
     inputs, pre_activations = [], []
     h = k
     for W in weights[:-1]:
@@ -55,12 +70,12 @@ def _key_gradients(k: Tensor, v: Tensor, weights: list[Tensor], act: Activation)
         h = act.fn(z)
     inputs.append(h)
     err = 2 * (v - h @ weights[-1])
-    errors = [err]
+    errors, back = [err], []
     for W, z in zip(reversed(weights[1:]), reversed(pre_activations)):
-        err = (err @ W.mT) * act.grad(z)
+        back.append(err @ W.mT)
+        err = back[-1] * act.grad(z)
         errors.append(err)
-    errors.reverse()
-    return inputs, errors
+    return KeyPath(inputs, pre_activations, back[::-1], errors[::-1])
 
 
 def _scaled_product(scale: Tensor, x: Tensor, W: Tensor) -> Tensor:
@@ -97,7 +112,8 @@ def _chunks(q, k, v, lr, momentum, decay, weights, surprise, act, chunk_weights=
     for k_c, v_c, w_c, s_c, g, d, p in per_chunk:
         entering_w.append(weights)
         entering_s.append(surprise)
-        a, e = _key_gradients(k_c, v_c, chunk_weights or weights, act)
+        path = key_path(k_c, v_c, chunk_weights or weights, act)
+        a, e = path.inputs, path.errors
         inputs.append(a)
         errors.append(e)
         new_w = [g * W + _weighted_outer_sum(a_l, w_c, e_l) for W, a_l, e_l in zip(weights, a, e)]

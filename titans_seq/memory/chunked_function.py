@@ -44,7 +44,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .activations import Activation
-from .chunked import _weighted_outer_sum, segment_products
+from .chunked import KeyPath, _weighted_outer_sum, key_path, segment_products
 
 
 class Coefficients(NamedTuple):
@@ -70,37 +70,6 @@ def chunk_coefficients(lr: Tensor, momentum: Tensor, decay: Tensor) -> Coefficie
     delta = (keep_seg @ momentum_cum.unsqueeze(-1)).squeeze(-1)
     return Coefficients(momentum_seg, keep_seg, mixed, coef, torch.cumprod(keep, dim=-1), momentum_cum, delta,
                         coef[..., -1, :], momentum_seg[..., -1, :] * lr)
-
-
-class KeyPath(NamedTuple):
-    """The keys through the memory at the gradient weights G: per layer its input a_l and error
-    e_l (-grad_{G_l} = a_l^T e_l); per hidden layer its pre-activation z_l and e_{l+1} G_{l+1}^T."""
-    inputs: list[Tensor]
-    pre_activations: list[Tensor]
-    back: list[Tensor]
-    errors: list[Tensor]
-
-    def at(self, c: int) -> KeyPath:
-        """Chunk c of a path batched over chunks (dim 2)."""
-        return KeyPath(*([x[:, :, c] for x in xs] for xs in self))
-
-
-def key_path(k: Tensor, v: Tensor, weights: list[Tensor], act: Activation) -> KeyPath:
-    inputs, pre_activations = [], []
-    h = k
-    for W in weights[:-1]:
-        inputs.append(h)
-        z = h @ W
-        pre_activations.append(z)
-        h = act.fn(z)
-    inputs.append(h)
-    err = 2 * (v - h @ weights[-1])
-    errors, back = [err], []
-    for W, z in zip(reversed(weights[1:]), reversed(pre_activations)):
-        back.append(err @ W.mT)
-        err = back[-1] * act.grad(z)
-        errors.append(err)
-    return KeyPath(inputs, pre_activations, back[::-1], errors[::-1])
 
 
 def _key_path_backward(path: KeyPath, weights: list[Tensor], d_inputs: list[Tensor], d_errors: list[Tensor],
