@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from titans_seq.backbones import Backbone, TitansConfig
+from titans_seq.backbones import Backbone, Documents, TitansConfig
 
 IGNORE = -100                      # a target position that no loss counts
 
@@ -20,19 +20,23 @@ class LanguageModel(nn.Module):
     Tied, the embedding is also the output projection and starts at std d_model^-0.5; untied (the
     recall demo's small vocabularies), a linear ``head`` follows and the embedding keeps torch's
     initialisation. ``state`` and ``return_state`` pass through to the backbone, so a sequence can be
-    read in pieces.
+    read in pieces. With a ``document_end`` token, a row packed with documents runs each document
+    as if alone (the token after every ``document_end`` starts a new one; see ``Documents``).
     """
 
-    def __init__(self, vocab_size: int, config: TitansConfig, tie_embeddings: bool = True):
+    def __init__(self, vocab_size: int, config: TitansConfig, tie_embeddings: bool = True,
+                 document_end: int | None = None):
         super().__init__()
         self.embed = nn.Embedding(vocab_size, config.d_model)
         if tie_embeddings:   # before the backbone is built: the random stream, so the weights, stay as they were
             nn.init.normal_(self.embed.weight, std=config.d_model ** -0.5)
         self.backbone = Backbone(config)
         self.head = None if tie_embeddings else nn.Linear(config.d_model, vocab_size, bias=False)
+        self.document_end = document_end
 
     def forward(self, ids: Tensor, state: list | None = None, return_state: bool = False):
-        out = self.backbone(self.embed(ids), state=state, return_state=return_state)
+        documents = None if self.document_end is None else Documents.after(ids, self.document_end)
+        out = self.backbone(self.embed(ids), state=state, return_state=return_state, documents=documents)
         hidden, state = out if return_state else (out, None)
         logits = hidden @ self.embed.weight.T if self.head is None else self.head(hidden)
         return (logits, state) if return_state else logits

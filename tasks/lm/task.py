@@ -45,6 +45,8 @@ class LMCorpusData(DataSource):
     val_fraction: float = 0.05
     test_fraction: float = 0.05
     cache_dir: str = "~/.cache/titans_seq/shards"   # token shards, written once per corpus and tokeniser
+    reset_at_documents: bool = True    # each packed document runs as if alone: no attention, convolution
+                                       # or memory crosses an end-of-document token
 
 
 def token_loss_sums(logits: Tensor, targets: Tensor, token_bytes: Tensor) -> tuple[float, int, int]:
@@ -78,6 +80,9 @@ class LanguageModelTask(Task):
         self.tokenizer = load_tokenizer(config.tokenizer)
         self.token_bytes = torch.from_numpy(self.tokenizer.token_bytes())
         self.next_token_loss = carried_state_loss(config.carry_state)
+        if config.carry_state and data.reset_at_documents:
+            raise UserError(f"task.carry_state={config.carry_state} carries one state through every row, which "
+                            "cannot restart at each row's own documents: set data.reset_at_documents=false too")
         self.dataset_name = self.data.path
 
     @property
@@ -115,7 +120,8 @@ class LanguageModelTask(Task):
         return splits
 
     def build_model(self, model_config: TitansConfig) -> nn.Module:
-        return LanguageModel(self.tokenizer.vocab_size, model_config)
+        document_end = self.tokenizer.eos_id if self.data.reset_at_documents else None
+        return LanguageModel(self.tokenizer.vocab_size, model_config, document_end=document_end)
 
     def loss(self, model: nn.Module, batch) -> Tensor:
         return self.next_token_loss(model, batch)

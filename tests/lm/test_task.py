@@ -28,6 +28,7 @@ def test_train_a_tiny_lm_recipe_on_tinyshakespeare(shared_data, tmp_path, capsys
     (lambda d: (d / "bad.json").write_text("{oops"), "task.tokenizer={d}/bad.json", "not a tokenizers JSON file"),
     (lambda d: None, "data.path={d}/missing", "no such file or folder"),
     (lambda d: None, "task.carry_state=-1", "task.carry_state=-1: give a number of batches"),
+    (lambda d: None, "task.carry_state=3", "set data.reset_at_documents=false too"),
 ])
 def test_bad_lm_inputs_are_one_line_and_exit_2(tmp_path, capsys, setup, override, message):
     setup(tmp_path)
@@ -47,3 +48,30 @@ def test_bits_per_byte_counts_the_bytes_each_target_stands_for():
     metrics = lm_metrics(nats, tokens, text_bytes)
     assert metrics["bits_per_byte"] == pytest.approx(4 * math.log(3) / (math.log(2) * 5))
     assert metrics["perplexity"] == pytest.approx(3.0)
+
+
+@pytest.mark.parametrize("reset", [True, False])
+def test_packed_documents_restart_at_every_end_of_document_token(tmp_path, reset):
+    """A JSONL corpus packs documents into rows; with data.reset_at_documents (the default) a
+    document's logits do not depend on the documents before it in its row."""
+    from titans_seq.engine.config import load_recipe
+    from titans_seq.engine.registry import get_task
+
+    corpus = tmp_path / "docs.jsonl"
+    corpus.write_text("".join(json.dumps({"text": f"d{i} " + "abcdefgh"[i % 8] * (2 + i % 5)}) + "\n"
+                              for i in range(400)))
+    recipe = load_recipe("lm_tiny", [*TINY_LM, "model.variant=mag", f"data.path={corpus}",
+                                     f"data.cache_dir={tmp_path / 'cache'}", f"data.reset_at_documents={reset}",
+                                     "data.val_fraction=0.05", "data.test_fraction=0.05"])
+    task = get_task("lm")(recipe.task, recipe.data)
+    torch.manual_seed(0)
+    model = task.build_model(recipe.model.backbone()).eval()
+    inputs, _ = task.datasets()["train"][3]
+    eos = task.tokenizer.eos_id
+    ends = (inputs == eos).nonzero().flatten().tolist()
+    assert len(ends) >= 2, "the test needs a row holding a whole document"
+    start, end = ends[0] + 1, ends[1] + 1                      # a whole document inside the row
+    with torch.no_grad():
+        packed = model(inputs[None])[0, start:end]
+        alone = model(inputs[None, start:end])[0]
+    assert torch.allclose(packed, alone, atol=1e-5) == reset

@@ -14,6 +14,7 @@ from titans_seq.files import write_atomically_with
 from titans_seq.layers import SwiGLU, swiglu_hidden
 
 from .config import TitansConfig
+from .documents import Documents, run_documents
 from .lmm import lmm_mixer
 from .mac import MACMixer
 from .mag import MAGMixer
@@ -57,16 +58,24 @@ class Backbone(nn.Module):
         self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layers))
         self.norm = nn.RMSNorm(cfg.d_model, eps=cfg.norm_eps)
 
-    def forward(self, x: Tensor, state: list | None = None, return_state: bool = False):
+    def forward(self, x: Tensor, state: list | None = None, return_state: bool = False,
+                documents: Documents | None = None):
+        """``documents``: where packed documents start; each then runs as if alone (``documents.py``)."""
         if x.dim() != 3 or x.shape[-1] != self.config.d_model:
             raise ValueError(f"expected input (B, T, {self.config.d_model}); got {tuple(x.shape)}")
+        if documents is not None and documents.splits(with_state=state is not None):
+            y, state = run_documents(self._run, x, documents, state, return_state)
+        else:
+            y, state = self._run(x, state)
+        return (y, state) if return_state else y
+
+    def _run(self, x: Tensor, state: list | None) -> tuple[Tensor, list]:
         states = state or [None] * len(self.blocks)
         new_states = []
         for block, block_state in zip(self.blocks, states):
             x, block_state = block(x, block_state)
             new_states.append(block_state)
-        y = self.norm(x)
-        return (y, new_states) if return_state else y
+        return self.norm(x), new_states
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())
