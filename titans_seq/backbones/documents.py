@@ -6,8 +6,9 @@ and, above all, the memory, which must restart each document from its learnt ini
 zero surprise and its chunks aligned to the document's first token. Every mixer is exactly
 causal, so the simplest exact way is also the one used here: each document is cut out of its row
 and run alone, and the outputs are put back in place. Documents of similar length are batched
-together (lengths rounded up to a power of two), so padding at most doubles the tokens a step
-computes, while attention costs less than over the packed row (it is quadratic in length).
+together (lengths rounded up to a multiple of an eighth of the row), so padding adds at most an
+eighth of a row per document, while attention costs less than over the packed row (it is
+quadratic in length).
 
 A carried state belongs to one sequence position for the whole batch, so a state crosses a
 boundary only with batch size 1 (streaming one packed stream): its documents then run one after
@@ -57,8 +58,10 @@ class Documents:
         return spans
 
 
-def _bucket(length: int, limit: int) -> int:
-    return min(limit, 1 << (length - 1).bit_length())
+def _bucket(length: int, row_length: int) -> int:
+    """The padded length a document runs at: the next multiple of an eighth of the row (at least 16)."""
+    step = max(16, row_length // 8)
+    return min(row_length, -(-length // step) * step)
 
 
 def run_documents(forward: Forward, x: Tensor, documents: Documents, state: Any,
