@@ -3,13 +3,13 @@
 This docstring describes the backward algorithm of both this module and the Triton backward
 kernels (``triton_backward_kernels.py``), which run the same steps tile by tile.
 
-Forward. Chunk after chunk, the keys pass through the memory at the chunk's gradient weights
-G (the weights entering it, or those of a chunk resumed part-way), giving each layer's input a_l
-and error e_l; the end-of-chunk update is
+Forward. Chunk after chunk, the keys pass through the memory at the chunk's weights G (the
+weights entering it, or the chunk weights of a chunk resumed part-way), giving each layer's
+input a_l and error e_l; the end-of-chunk update is
 
     W' = g W + d S + a^T diag(w) e,    S' = p S + a^T diag(s) e,
 
-with w = C[last, :] theta, s = Eta[last, :] theta, g = gamma_last, d = delta_last, p = prod momentum
+with w = C[last, :] theta, s = Eta[last, :] theta, g = gamma_last, d = delta_last, p = prod eta
 (the coefficients of ``chunked.py``). The reads z_l = gamma (h_l W_l) + delta (h_l S_l) +
 (C theta . h_l a_l^T) e_l are batched over the chunks. Only the state entering every chunk
 (W, S) is saved.
@@ -28,9 +28,10 @@ Backward, walking the chunks in reverse with dW, dS the gradients of the state l
    g dW to W and d dW + p dS to S.
 4. The key path: the error chain e_l = (e_{l+1} G_{l+1}^T) . act'(z_l) is differentiated second
    order through the activation (act''), then the squared loss and the forward path; its
-   gradient of G joins dW (or the resumed chunk's gradient weights).
-5. The coefficients down to theta, momentum and decay, without dividing by a gate: a segment product
-   containing gate j, less gate j, splits at j into two segment products (``_gate_gradient``).
+   gradient of G joins dW (or the resumed chunk's chunk weights).
+5. The coefficients down to the gates lr, momentum and decay, without dividing by a gate: a
+   segment product containing gate j, less gate j, splits at j into two segment products
+   (``_gate_gradient``).
 
 In this module steps 1, 2 and 5 run batched over all the chunks of a sweep (they need only the
 saved states); steps 3 and 4 carry dW and dS from chunk to chunk.
@@ -265,32 +266,43 @@ def _backward_sweep(saved, dy, d_final_w, d_final_s, resumed: bool, act: Activat
     return d_q, stacked(d_k), stacked(d_v), d_lr, d_momentum, d_decay, d_w, d_s, d_G if resumed else []
 
 
+class Sweep(NamedTuple):
+    """A chunk sweep's non-tensor input: the memory's depth and activation, whether a surprise
+    enters it (else zero) and whether its single chunk resumes part-way (its chunk weights enter)."""
+    depth: int
+    act: Activation
+    has_surprise: bool
+    resumed: bool
+
+
 class ChunkSweep(torch.autograd.Function):
     """N consecutive chunks of the memory, differentiated by hand (the module docstring).
 
-    Inputs: (depth, activation, has surprise, resumed), q, k, v (B, H, N, n, D), the gates
-    (B, H, N, n), then L entering weights, L momenta (if any), L gradient weights (if resumed).
-    Outputs: y, then the L weights and L momenta after the last chunk.
+    Inputs: the :class:`Sweep`, q, k, v (B, H, N, n, D), the gates (B, H, N, n), then L entering
+    weights, L entering surprises (if any), L chunk weights (if resumed).
+    Outputs: y, then the L weights and L surprises after the last chunk.
     """
 
     @staticmethod
-    def forward(ctx, meta: tuple, *tensors: Tensor):
-        L, act, has_surprise, resumed = meta
+    def forward(ctx, sweep: Sweep, *tensors: Tensor):
+        L = sweep.depth
         q, k, v, lr, momentum, decay = tensors[:6]
         weights = list(tensors[6:6 + L])
-        surprise = list(tensors[6 + L:6 + 2 * L]) if has_surprise else [torch.zeros_like(W) for W in weights]
-        chunk_weights = list(tensors[6 + (1 + has_surprise) * L:]) if resumed else None
-        y, W0, S0, final_w, final_s = _forward_sweep(q, k, v, lr, momentum, decay, weights, surprise, chunk_weights, act)
-        ctx.meta = meta
+        surprise = list(tensors[6 + L:6 + 2 * L]) if sweep.has_surprise else [torch.zeros_like(W) for W in weights]
+        chunk_weights = list(tensors[6 + (1 + sweep.has_surprise) * L:]) if sweep.resumed else None
+        y, W0, S0, final_w, final_s = _forward_sweep(q, k, v, lr, momentum, decay, weights, surprise, chunk_weights,
+                                                     sweep.act)
+        ctx.sweep = sweep
         ctx.shapes = [t.shape for t in tensors[6:]]
         ctx.save_for_backward(q, k, v, lr, momentum, decay, *W0, *S0, *(chunk_weights or []))
         return (y, *final_w, *final_s)
 
     @staticmethod
     def backward(ctx, dy: Tensor, *d_state: Tensor):
-        L, act, has_surprise, resumed = ctx.meta
-        *d_tokens, d_w, d_s, d_gw = _backward_sweep(ctx.saved_tensors, dy, d_state[:L], d_state[L:], resumed, act)
-        d_states = [*d_w, *(d_s if has_surprise else []), *d_gw]
+        sweep, L = ctx.sweep, ctx.sweep.depth
+        *d_tokens, d_w, d_s, d_gw = _backward_sweep(ctx.saved_tensors, dy, d_state[:L], d_state[L:], sweep.resumed,
+                                                    sweep.act)
+        d_states = [*d_w, *(d_s if sweep.has_surprise else []), *d_gw]
         return (None, *d_tokens, *(_sum_to(d, shape) for d, shape in zip(d_states, ctx.shapes)))
 
 
@@ -298,6 +310,7 @@ def fused_chunks(q, k, v, lr, momentum, decay, weights, surprise, act, chunk_wei
     """``chunked._chunks`` (same arguments and results) through :class:`ChunkSweep`."""
     L = len(weights)
     assert chunk_weights is None or q.shape[2] == 1, "only a single chunk resumes part-way"
-    meta = (L, act, surprise is not None, chunk_weights is not None)
-    y, *state = ChunkSweep.apply(meta, q, k, v, lr, momentum, decay, *weights, *(surprise or []), *(chunk_weights or []))
+    sweep = Sweep(L, act, surprise is not None, chunk_weights is not None)
+    y, *state = ChunkSweep.apply(sweep, q, k, v, lr, momentum, decay, *weights, *(surprise or []),
+                                 *(chunk_weights or []))
     return y, state[:L], state[L:]

@@ -97,18 +97,19 @@ def _store_rows(ptr, value, start, length, stride_t, D, BT: tl.constexpr, BD: tl
 
 
 @triton.jit
-def _store_gates(dlr_ptr, deta_ptr, dalpha_ptr, d_lr, d_momentum, d_decay, start, length, stride_gt, BT: tl.constexpr):
+def _store_gates(dlr_ptr, dmomentum_ptr, ddecay_ptr, d_lr, d_momentum, d_decay, start, length, stride_gt,
+                 BT: tl.constexpr):
     t = tl.arange(0, BT)
     real = t < length
     tl.store(dlr_ptr + (start + t) * stride_gt, d_lr, mask=real)
-    tl.store(deta_ptr + (start + t) * stride_gt, d_momentum, mask=real)
-    tl.store(dalpha_ptr + (start + t) * stride_gt, d_decay, mask=real)
+    tl.store(dmomentum_ptr + (start + t) * stride_gt, d_momentum, mask=real)
+    tl.store(ddecay_ptr + (start + t) * stride_gt, d_decay, mask=real)
 
 
 @triton.jit
 def memory_bwd_depth1_kernel(
     q_ptr, k_ptr, v_ptr, lr_ptr, momentum_ptr, decay_ptr, dy_ptr, w_ptr, s_ptr,
-    dq_ptr, dk_ptr, dv_ptr, dlr_ptr, deta_ptr, dalpha_ptr, dw_ptr, ds_ptr,
+    dq_ptr, dk_ptr, dv_ptr, dlr_ptr, dmomentum_ptr, ddecay_ptr, dw_ptr, ds_ptr,
     T, H, N, FIRST, CHUNK, DK, DV, CHUNK_WEIGHTS_JUMP, C_LO, C_HI,
     stride_b, stride_t, stride_h, stride_vb, stride_vt, stride_vh, stride_gb, stride_gt, stride_gh,
     RESUMED: tl.constexpr, ACT: tl.constexpr, PRECISION: tl.constexpr,
@@ -180,7 +181,7 @@ def memory_bwd_depth1_kernel(
                                                       d_wc, d_sc, d_g, d_d, d_p, BT, PRECISION)
         _store_rows(dq_ptr + io, d_q, start, length, stride_t, DK, BT, BK)
         _store_rows(dk_ptr + io, d_k, start, length, stride_t, DK, BT, BK)
-        _store_gates(dlr_ptr + gates, deta_ptr + gates, dalpha_ptr + gates, d_lr, d_momentum, d_decay,
+        _store_gates(dlr_ptr + gates, dmomentum_ptr + gates, ddecay_ptr + gates, d_lr, d_momentum, d_decay,
                      start, length, stride_gt, BT)
         tl.debug_barrier()   # the next chunk reads the state gradients stored here
 
@@ -188,7 +189,7 @@ def memory_bwd_depth1_kernel(
 @triton.jit
 def memory_bwd_depth2_kernel(
     q_ptr, k_ptr, v_ptr, lr_ptr, momentum_ptr, decay_ptr, dy_ptr, w1_ptr, s1_ptr, w2_ptr, s2_ptr,
-    dq_ptr, dk_ptr, dv_ptr, dlr_ptr, deta_ptr, dalpha_ptr, dw1_ptr, ds1_ptr, dw2_ptr, ds2_ptr,
+    dq_ptr, dk_ptr, dv_ptr, dlr_ptr, dmomentum_ptr, ddecay_ptr, dw1_ptr, ds1_ptr, dw2_ptr, ds2_ptr,
     scratch_da_ptr, scratch_dz_ptr,
     T, H, N, FIRST, CHUNK, DK, DH, DV, CHUNK_WEIGHTS_JUMP1, CHUNK_WEIGHTS_JUMP2, C_LO, C_HI,
     stride_b, stride_t, stride_h, stride_vb, stride_vt, stride_vh, stride_gb, stride_gt, stride_gh,
@@ -349,6 +350,6 @@ def memory_bwd_depth2_kernel(
                                                       d_delta, d_wc, d_sc, d_g, d_d, d_p, BT, PRECISION)
         _store_rows(dq_ptr + io, d_q, start, length, stride_t, DK, BT, BK)
         _store_rows(dk_ptr + io, d_k, start, length, stride_t, DK, BT, BK)
-        _store_gates(dlr_ptr + gates, deta_ptr + gates, dalpha_ptr + gates, d_lr, d_momentum, d_decay,
+        _store_gates(dlr_ptr + gates, dmomentum_ptr + gates, ddecay_ptr + gates, d_lr, d_momentum, d_decay,
                      start, length, stride_gt, BT)
         tl.debug_barrier()   # the next chunk reads the state gradients stored here
