@@ -19,6 +19,7 @@ class TitansConfig:
     memory_activation: str = "silu"  # activation of the memory MLP's hidden layers
     memory_lr_max: float | None = None  # theta_t = memory_lr_max * sigmoid(.); None: 1 / chunk_size (stable)
     memory_damped_momentum: bool = False  # theta_t also scaled by (1 - eta_t): steps stay <= lr_max (low-entropy inputs)
+    memory_chunk_budget: float | None = None  # bound each chunk's summed steps along a key (None: no bound)
     memory_backend: str = "auto"     # torch | torch_recompute (less memory) | triton | auto (triton on CUDA)
     chunk_size: int = 64             # tokens per memory update chunk (gradients at chunk-start weights)
     segment_len: int = 128           # MAC: tokens per segment attended together with the memory
@@ -43,6 +44,8 @@ class TitansConfig:
             raise ValueError(f"d_model={self.d_model} must split into n_heads={self.n_heads} heads of an even size")
         if self.head_dim is not None and self.head_dim < 1:
             raise ValueError(f"head_dim must be >= 1; got {self.head_dim}")
+        if self.memory_chunk_budget is not None and not self.memory_chunk_budget > 0:
+            raise ValueError(f"memory_chunk_budget must be > 0; got {self.memory_chunk_budget}")
         if self.memory_lr_max is not None and not 0 < self.memory_lr_max <= 1:
             raise ValueError(f"memory_lr_max must be in (0, 1]; got {self.memory_lr_max}")
 

@@ -11,12 +11,14 @@ from torch import Tensor, nn
 from .ops import neural_memory, retrieve
 from .short_conv import ShortConv
 from .state import MemoryState
+from .write_budget import budgeted_lr
 
 
 @dataclass
 class NeuralMemoryState:
     conv: Tensor            # the last inputs of the q/k/v short convolution
     memory: MemoryState
+    budget: tuple[Tensor, Tensor] | None = None   # the unfinished chunk's keys and raw lr (write budget)
 
 
 class NeuralMemory(nn.Module):
@@ -29,11 +31,14 @@ class NeuralMemory(nn.Module):
     and the output projection. The initial memory weights are parameters (the outer loop learns them).
     ``damped_momentum`` scales theta by (1 - eta), so that momentum, which re-applies a gradient
     about 1 / (1 - eta) times, never takes a step larger than lr_max (see docs/concepts/memory.md).
+    ``chunk_budget`` bounds instead the sum of the steps a chunk takes along each key
+    (``write_budget.py``), so that lr_max may allow strong single writes.
     """
 
     def __init__(self, d_model: int, n_heads: int, head_dim: int | None = None, depth: int = 2,
                  expansion: int = 4, chunk_size: int = 64, conv_kernel: int = 4, lr_max: float | None = None,
-                 activation: str = "silu", backend: str = "auto", eps: float = 1e-6, damped_momentum: bool = False):
+                 activation: str = "silu", backend: str = "auto", eps: float = 1e-6, damped_momentum: bool = False,
+                 chunk_budget: float | None = None):
         super().__init__()
         head_dim = head_dim or d_model // n_heads
         inner = n_heads * head_dim
@@ -41,7 +46,7 @@ class NeuralMemory(nn.Module):
         # Gradients inside a chunk are summed at stale weights, and per-token momentum re-applies each
         # of them about 1 / (1 - eta) times: see docs/concepts/memory.md, "Stability of the inner loop".
         self.lr_max, self.damped_momentum = lr_max or 1.0 / chunk_size, damped_momentum
-        self.activation, self.backend = activation, backend
+        self.activation, self.backend, self.chunk_budget = activation, backend, chunk_budget
         self.to_qkv = nn.Linear(d_model, 3 * inner, bias=False)
         self.conv = ShortConv(3 * inner, conv_kernel)
         self.to_gates = nn.Linear(d_model, 3 * n_heads)
@@ -73,10 +78,15 @@ class NeuralMemory(nn.Module):
         q, k, v = (self._heads(t) for t in F.silu(qkv).chunk(3, dim=-1))
         q, k = F.normalize(q, dim=-1), F.normalize(k, dim=-1)
         lr, momentum, decay = self.gates(x)
+        budget = None
+        if self.chunk_budget is not None:
+            position = 0 if state is None else state.memory.position
+            lr, budget = budgeted_lr(lr, k, self.chunk_budget, self.chunk_size, position,
+                                     None if state is None else state.budget)
         y, memory = neural_memory(q, k, v, lr, momentum, decay, list(self.weights),
                                   chunk_size=self.chunk_size, activation=self.activation,
                                   state=None if state is None else state.memory, backend=self.backend)
-        return self._read_out(y, x), NeuralMemoryState(conv, memory)
+        return self._read_out(y, x), NeuralMemoryState(conv, memory, budget)
 
     def queries(self, x: Tensor, cache: Tensor | None = None, convolve: bool = False) -> tuple[Tensor, Tensor | None]:
         """x's normalised read queries (B, T, H, D), and the convolution's cache after x (None if not ``convolve``).
