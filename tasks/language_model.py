@@ -2,7 +2,7 @@
 carried from batch to batch): the head and losses shared by the text, passkey, DNA-LM and recall tasks."""
 from __future__ import annotations
 
-from dataclasses import fields, is_dataclass, replace
+from dataclasses import dataclass, fields, is_dataclass, replace
 from typing import Any
 
 import torch
@@ -12,6 +12,14 @@ from torch import Tensor, nn
 from titans_seq.backbones import Backbone, Documents, TitansConfig
 
 IGNORE = -100                      # a target position that no loss counts
+
+
+@dataclass
+class DocumentStreamState:
+    """The state of a LanguageModel that restarts at documents: the backbone's, and each row's last
+    token (whether the next piece starts a document)."""
+    backbone: list
+    last_token: Tensor
 
 
 class LanguageModel(nn.Module):
@@ -34,11 +42,16 @@ class LanguageModel(nn.Module):
         self.head = None if tie_embeddings else nn.Linear(config.d_model, vocab_size, bias=False)
         self.document_end = document_end
 
-    def forward(self, ids: Tensor, state: list | None = None, return_state: bool = False):
-        documents = None if self.document_end is None else Documents.after(ids, self.document_end)
+    def forward(self, ids: Tensor, state: list | DocumentStreamState | None = None, return_state: bool = False):
+        documents = None
+        if self.document_end is not None:
+            documents = Documents.after(ids, self.document_end, None if state is None else state.last_token)
+            state = None if state is None else state.backbone
         out = self.backbone(self.embed(ids), state=state, return_state=return_state, documents=documents)
         hidden, state = out if return_state else (out, None)
         logits = hidden @ self.embed.weight.T if self.head is None else self.head(hidden)
+        if return_state and self.document_end is not None:
+            state = DocumentStreamState(state, ids[:, -1])
         return (logits, state) if return_state else logits
 
 

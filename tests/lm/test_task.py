@@ -74,4 +74,9 @@ def test_packed_documents_restart_at_every_end_of_document_token(tmp_path, reset
     with torch.no_grad():
         packed = model(inputs[None])[0, start:end]
         alone = model(inputs[None, start:end])[0]
-    assert torch.allclose(packed, alone, atol=1e-5) == reset
+        assert torch.allclose(packed, alone, atol=1e-5) == reset
+        state, pieces = None, []                        # read in pieces cut right after an end token
+        for a, b in ((0, start), (start, end - 2), (end - 2, len(inputs))):
+            logits, state = model(inputs[None, a:b], state=state, return_state=True)
+            pieces.append(logits)
+        assert torch.allclose(torch.cat(pieces, 1), model(inputs[None]), atol=1e-5)

@@ -35,10 +35,13 @@ class Documents:
     starts: Tensor
 
     @staticmethod
-    def after(ids: Tensor, end_token: int) -> Documents:
-        """The documents of token rows (B, T) in which ``end_token`` ends each document."""
+    def after(ids: Tensor, end_token: int, previous: Tensor | None = None) -> Documents:
+        """The documents of token rows (B, T) in which ``end_token`` ends each document; ``previous``
+        (B,) is the token before each row, when the rows continue a stream."""
         starts = torch.zeros_like(ids, dtype=torch.bool)
         starts[:, 1:] = ids[:, :-1] == end_token
+        if previous is not None:
+            starts[:, 0] = previous == end_token
         return Documents(starts)
 
     def splits(self, with_state: bool) -> bool:
