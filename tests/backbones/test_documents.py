@@ -70,6 +70,8 @@ def test_a_carried_state_across_boundaries_needs_one_row():
     x, documents = packed_batch()
     with torch.no_grad(), pytest.raises(ValueError, match="needs batch size 1"):
         model(x.detach(), documents=documents, return_state=True)
+    with torch.no_grad(), pytest.raises(ValueError, match=r"documents.starts must be \(B, T\)"):
+        model(x.detach(), documents=Documents(documents.starts[:, :5]))
 
 
 @pytest.mark.parametrize("backend", ["triton", "torch_recompute"])

@@ -216,15 +216,16 @@ def test_state_detach():
     assert not any(t.requires_grad for t in cut.weights + cut.surprise + cut.chunk_weights)
 
 
-@pytest.mark.parametrize("position,length,pieces,first,n_chunks,next_weights", [
-    (0, 10, [(8, 4), (2, 2)], 4, 3, "entering"),          # two whole chunks, an unfinished one
-    (3, 10, [(1, 1), (8, 4), (1, 1)], 1, 4, "entering"),  # the rest of a resumed chunk first
-    (1, 2, [(2, 2)], 2, 1, "resumed"),                    # inside one chunk, still unfinished
-    (6, 2, [(2, 2)], 2, 1, "final"),                      # finishing a resumed chunk
-    (4, 4, [(4, 4)], 4, 1, "final")])
-def test_chunk_layout(position, length, pieces, first, n_chunks, next_weights):
+@pytest.mark.parametrize("position,length,pieces,first,n_chunks,unfinished,next_weights", [
+    (0, 10, [(8, 4), (2, 2)], 4, 3, 2, "entering"),          # two whole chunks, an unfinished one
+    (3, 10, [(1, 1), (8, 4), (1, 1)], 1, 4, 1, "entering"),  # the rest of a resumed chunk first
+    (1, 2, [(2, 2)], 2, 1, 3, "resumed"),                   # inside one chunk, still unfinished
+    (6, 2, [(2, 2)], 2, 1, 0, "final"),                     # finishing a resumed chunk
+    (4, 4, [(4, 4)], 4, 1, 0, "final")])
+def test_chunk_layout(position, length, pieces, first, n_chunks, unfinished, next_weights):
     """Where a call's chunks fall, and which weights the next call's unfinished chunk takes gradients at."""
     layout = ChunkLayout(position, length, 4)
     assert layout.pieces() == pieces and sum(size for size, _ in pieces) == length
-    assert (layout.first, layout.n_chunks, layout.resumes) == (first, n_chunks, position % 4 != 0)
+    assert (layout.first, layout.n_chunks, layout.unfinished) == (first, n_chunks, unfinished)
+    assert layout.resumes == (position % 4 != 0)
     assert layout.next_chunk_weights(["final"], ["entering"], ["resumed"]) == [next_weights]

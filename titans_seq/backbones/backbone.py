@@ -63,7 +63,7 @@ class Backbone(nn.Module):
         """``documents``: where packed documents start; each then runs as if alone (``documents.py``)."""
         if x.dim() != 3 or x.shape[-1] != self.config.d_model:
             raise ValueError(f"expected input (B, T, {self.config.d_model}); got {tuple(x.shape)}")
-        if documents is not None and documents.splits(with_state=state is not None):
+        if documents is not None and documents.splits(x, with_state=state is not None):
             y, state = run_documents(self._run, x, documents, state, return_state)
         else:
             y, state = self._run(x, state)

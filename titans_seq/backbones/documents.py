@@ -44,8 +44,10 @@ class Documents:
             starts[:, 0] = previous == end_token
         return Documents(starts)
 
-    def splits(self, with_state: bool) -> bool:
-        """Whether any row holds a boundary (at its first token too, when a state is carried)."""
+    def splits(self, x: Tensor, with_state: bool) -> bool:
+        """Whether any row of x (B, T, D) holds a boundary (at its first token too, when a state is carried)."""
+        if tuple(self.starts.shape) != tuple(x.shape[:2]):
+            raise ValueError(f"documents.starts must be (B, T) = {tuple(x.shape[:2])}; got {tuple(self.starts.shape)}")
         return bool(self.starts[:, 1:].any()) or (with_state and bool(self.starts[:, 0].any()))
 
     def spans(self) -> list[tuple[int, int, int]]:
@@ -70,8 +72,6 @@ def _bucket(length: int, row_length: int) -> int:
 def run_documents(forward: Forward, x: Tensor, documents: Documents, state: Any,
                   return_state: bool) -> tuple[Tensor, Any]:
     """``forward`` over each document of x (B, T, D) alone; the state after the last document."""
-    if tuple(documents.starts.shape) != tuple(x.shape[:2]):
-        raise ValueError(f"documents.starts must be (B, T) = {tuple(x.shape[:2])}; got {tuple(documents.starts.shape)}")
     spans = documents.spans()
     if state is not None or return_state:
         if x.shape[0] != 1:

@@ -32,6 +32,11 @@ class ChunkLayout:
         return min(self.length, self.chunk_size - self.offset)
 
     @property
+    def unfinished(self) -> int:
+        """Tokens of the chunk this call leaves unfinished (0 when it ends on a chunk boundary)."""
+        return (self.position + self.length) % self.chunk_size
+
+    @property
     def n_chunks(self) -> int:
         """Chunks this call touches, the first and the last possibly partial."""
         return 1 + -(-(self.length - self.first) // self.chunk_size)
@@ -49,7 +54,7 @@ class ChunkLayout:
                            chunk_weights: list[Tensor] | None) -> list[Tensor]:
         """The weights the chunk left unfinished takes its gradients at: ``final`` on a boundary, the
         resumed chunk's ``chunk_weights`` if it is still unfinished, else the weights entering the last chunk."""
-        if (self.position + self.length) % self.chunk_size == 0:
+        if self.unfinished == 0:
             return final
         if self.resumes and self.n_chunks == 1:
             return chunk_weights

@@ -11,13 +11,16 @@ the sum instead. Token t's step is scaled by min(1, budget / E_t), with
 the steps already taken in the chunk along k_t (its own included). Distinct keys leave theta as
 it is; s coinciding keys of equal theta sum to about budget (1 + ln(s theta / budget)) rather
 than s theta. E_t reads only earlier tokens, so the memory stays causal; the keys and raw steps of
-an unfinished chunk are carried in the layer's state, so streaming stays exact.
+an unfinished chunk are carried in the layer's state, so streaming stays exact. The chunks are
+the operator's (``ChunkLayout``).
 """
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+
+from .state import ChunkLayout
 
 
 def budgeted_lr(lr: Tensor, k: Tensor, budget: float, chunk_size: int, position: int,
@@ -27,8 +30,8 @@ def budgeted_lr(lr: Tensor, k: Tensor, budget: float, chunk_size: int, position:
     ``carried`` holds the keys (B, P, H, D) and raw lr (B, P, H) of the P = position % chunk_size
     tokens of the current chunk seen before; returns the same for the chunk left unfinished.
     """
-    offset = position % chunk_size
-    lr_all = lr
+    layout = ChunkLayout(position, lr.shape[1], chunk_size)
+    offset, lr_all = layout.offset, lr
     if offset:
         assert carried is not None and carried[0].shape[1] == offset, "a resumed chunk needs its carried keys"
         k, lr_all = torch.cat((carried[0], k), dim=1), torch.cat((carried[1], lr), dim=1)
@@ -41,5 +44,5 @@ def budgeted_lr(lr: Tensor, k: Tensor, budget: float, chunk_size: int, position:
     spent = (overlap.masked_fill(~causal, 0.0) @ lr_c.permute(0, 1, 3, 2).unsqueeze(-1)).squeeze(-1)
     scale = (budget / spent.clamp_min(1e-12)).clamp(max=1.0).permute(0, 1, 3, 2).flatten(1, 2)
     scaled = (lr_all * scale[:, :length])[:, offset:]
-    left = (position + lr.shape[1]) % chunk_size
+    left = layout.unfinished
     return scaled, (k[:, length - left:], lr_all[:, length - left:])
