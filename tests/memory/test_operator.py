@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from titans_seq.memory import MemoryState, neural_memory, retrieve
+from titans_seq.memory import chunked
 from titans_seq.memory.chunked import segment_products
 from titans_seq.memory.state import ChunkLayout
 
@@ -57,6 +58,30 @@ def test_matches_sequential_reference(depth, chunk_size, activation):
     assert rel_err(y, y_ref) <= 1e-10
     for W, Wr, S, Sr in zip(state.weights, W_ref, state.surprise, S_ref):
         assert rel_err(W, Wr) <= 1e-10 and rel_err(S, Sr) <= 1e-10
+
+
+def test_the_last_update_runs_only_when_the_state_is_read(monkeypatch):
+    """Training drops the state: the torch backend runs the update after the last chunk only when
+    the state is read, in the grad mode of the call, and then gives the reference's state and
+    its gradients."""
+    updates = []
+    end_of_chunk = chunked._end_of_chunk
+    monkeypatch.setattr(chunked, "_end_of_chunk", lambda *args: updates.append(1) or end_of_chunk(*args))
+    tensors, n = make_inputs(T=10, dims=DEPTH_DIMS[2], seed=5, requires_grad=True)
+    y, state = call(tensors, n, chunk_size=4)
+    assert len(updates) == 2                       # after chunks 1 and 2 of 3
+    with torch.no_grad():
+        weights, surprise = state.weights, state.surprise
+    assert len(updates) == 3 and state.position == 10
+    _, W_ref, S_ref = sequential_memory(*tensors[:6], tensors[6:], 4)
+    probe = [torch.randn_like(W) for W in weights + surprise]
+    writes = tensors[1:]                           # the state does not depend on the queries
+    grads = torch.autograd.grad(sum((W * P).sum() for W, P in zip(weights + surprise, probe)), writes)
+    grads_ref = torch.autograd.grad(sum((W * P).sum() for W, P in zip(W_ref + S_ref, probe)), writes)
+    for W, Wr in zip(weights + surprise, W_ref + S_ref):
+        assert rel_err(W, Wr) <= 1e-10
+    for g, gr in zip(grads, grads_ref):
+        assert rel_err(g, gr) <= 1e-10
 
 
 @pytest.mark.parametrize("depth", [1, 2, 3])

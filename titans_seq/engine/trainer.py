@@ -24,7 +24,7 @@ from titans_seq.errors import TrainingError, UserError
 
 from .checkpoint import (BEST, COMPLETE, checkpoint_dir, latest_checkpoint, prune_checkpoints, read_model_state,
                          read_optimizer_state, restore_training_state, save_checkpoint)
-from .config import OptimConfig, Recipe, RecipeError, recipe_to_yaml
+from .config import OptimConfig, Recipe, RecipeError, TrainConfig, recipe_to_yaml
 from .distributed import (ProcessEnv, all_agree, close_process, full_state_dicts, init_process, load_full_state_dicts,
                           mean_over_processes, wrap_model)
 from .progress import MetricsLog, Progress
@@ -177,6 +177,13 @@ def initial_checkpoint(init_from: str) -> Path:
         raise UserError(f"model.init_from={init_from}: {error}") from None
 
 
+def training_model(model: nn.Module, cfg: TrainConfig) -> nn.Module:
+    """The model the optimizer steps call: ``model`` itself, or with ``train.compile`` a
+    ``torch.compile`` of it that shares its parameters (one graph for the fixed training shapes;
+    validation and testing call ``model``, so their other shapes and modes compile nothing)."""
+    return torch.compile(model, dynamic=False) if cfg.compile else model
+
+
 def _improved(value: float, best: float | None, mode: str) -> bool:
     return best is None or (value < best if mode == "min" else value > best)
 
@@ -277,6 +284,7 @@ class Trainer:
             write_atomically(self.run_dir / "config.yaml", recipe_to_yaml(cfg))
         model = self.model
         model.train()
+        step_model = training_model(model, cfg.train)
         log = MetricsLog(self.run_dir, enabled=env.is_main)
         progress = Progress(cfg.train.max_steps, state.step, cfg.train.log_every, enabled=env.is_main)
         batches = training_batches(self.splits["train"], cfg, env, state)
@@ -284,7 +292,7 @@ class Trainer:
         try:
             while state.step < cfg.train.max_steps and not stop:
                 started = time.perf_counter()
-                loss, tokens, finite = self._step(model, batches)
+                loss, tokens, finite = self._step(step_model, batches)
                 train_seconds += time.perf_counter() - started
                 if not finite:
                     state.nonfinite_in_a_row += 1

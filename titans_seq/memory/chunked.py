@@ -22,6 +22,7 @@ the reference of ``chunked_function.py``, whose hand-written backward serves tra
 """
 from __future__ import annotations
 
+import functools
 from typing import NamedTuple
 
 import torch
@@ -88,8 +89,15 @@ def _weighted_outer_sum(a: Tensor, scale: Tensor, e: Tensor) -> Tensor:
     return (scale * a).mT @ e if a.shape[-1] <= e.shape[-1] else a.mT @ (scale * e)
 
 
+def _add_outer_sum(base: Tensor, a: Tensor, scale: Tensor, e: Tensor) -> Tensor:
+    """base + a^T diag(scale) e as one fused product (baddbmm); base is (B, H, Di, Do)."""
+    a, e = (scale * a, e) if a.shape[-1] <= e.shape[-1] else (a, scale * e)
+    return torch.baddbmm(base.flatten(0, 1), a.flatten(0, 1).mT, e.flatten(0, 1)).view(base.shape)
+
+
 def _chunks(q, k, v, lr, momentum, decay, weights, surprise, act, chunk_weights=None):
-    """N consecutive chunks of n tokens: per-token outputs and the (weights, surprise) after them.
+    """N consecutive chunks of n tokens: per-token outputs, and a function that gives the (weights,
+    surprise) after them (the last chunk's update runs only when the state is wanted).
 
     Tensors are (B, H, N, n, D) and gates (B, H, N, n); ``surprise`` is None when it is zero;
     ``chunk_weights`` (N = 1 only) are the weights the gradients are taken at when they are not
@@ -108,20 +116,15 @@ def _chunks(q, k, v, lr, momentum, decay, weights, surprise, act, chunk_weights=
     g_end, d_end, p_end = (x[..., -1:, :] for x in (gamma, delta, momentum_cum))
 
     entering_w, entering_s, inputs, errors = [], [], [], []
-    per_chunk = zip(*(t.unbind(2) for t in (k, v, w_coef, s_coef, g_end, d_end, p_end)))
-    for k_c, v_c, w_c, s_c, g, d, p in per_chunk:
+    per_chunk = list(zip(*(t.unbind(2) for t in (k, v, w_coef, s_coef, g_end, d_end, p_end))))
+    for c, (k_c, v_c, w_c, s_c, g, d, p) in enumerate(per_chunk):
+        if c:
+            weights, surprise = _end_of_chunk(weights, surprise, inputs[-1], errors[-1], *per_chunk[c - 1][2:])
         entering_w.append(weights)
         entering_s.append(surprise)
         path = key_path(k_c, v_c, chunk_weights or weights, act)
-        a, e = path.inputs, path.errors
-        inputs.append(a)
-        errors.append(e)
-        new_w = [g * W + _weighted_outer_sum(a_l, w_c, e_l) for W, a_l, e_l in zip(weights, a, e)]
-        new_s = [_weighted_outer_sum(a_l, s_c, e_l) for a_l, e_l in zip(a, e)]
-        if surprise is not None:
-            new_w = [W + d * S for W, S in zip(new_w, surprise)]
-            new_s = [S_new + p * S for S_new, S in zip(new_s, surprise)]
-        weights, surprise = new_w, new_s
+        inputs.append(path.inputs)
+        errors.append(path.errors)
 
     B, H, N = q.shape[:3]
     with_surprise = any(S is not None for S in entering_s)
@@ -135,7 +138,16 @@ def _chunks(q, k, v, lr, momentum, decay, weights, surprise, act, chunk_weights=
             S0 = torch.stack([torch.zeros_like(W0[:, :, 0]) if S is None else S[layer] for S in entering_s], 2)
             z = z + _scaled_product(delta, h, S0)
         h = act.fn(z) if layer < len(weights) - 1 else z
-    return h, weights, surprise
+    return h, functools.partial(_end_of_chunk, weights, surprise, inputs[-1], errors[-1], *per_chunk[-1][2:])
+
+
+def _end_of_chunk(weights, surprise, a, e, w, s, g, d, p):
+    """The state leaving a chunk: W' = g W + d S + a^T diag(w) e and S' = p S + a^T diag(s) e."""
+    if surprise is None:
+        return ([_add_outer_sum(g * W, a_l, w, e_l) for W, a_l, e_l in zip(weights, a, e)],
+                [_weighted_outer_sum(a_l, s, e_l) for a_l, e_l in zip(a, e)])
+    return ([_add_outer_sum(torch.addcmul(g * W, d, S), a_l, w, e_l) for W, S, a_l, e_l in zip(weights, surprise, a, e)],
+            [_add_outer_sum(p * S, a_l, s, e_l) for S, a_l, e_l in zip(surprise, a, e)])
 
 
 def chunked_neural_memory(q: Tensor, k: Tensor, v: Tensor, lr: Tensor, momentum: Tensor,
@@ -181,14 +193,22 @@ def _run(q, k, v, lr, momentum, decay, weights, chunk_size, state, activation, s
     pieces = layout.pieces()
     # torch.split, not slicing: its backward concatenates instead of zero-filling T-long buffers.
     splits = zip(*(x.split([size for size, _ in pieces], dim=2) for x in (q, k, v, lr, momentum, decay)))
-    outputs = []
+    outputs, finish = [], None
     for i, ((size, n), piece) in enumerate(zip(pieces, splits)):
         piece = [x.unflatten(2, (size // n, n)) for x in piece]
+        if finish is not None:
+            w, s = finish()
         entering = w
-        y, w, s = sweep(*piece, w, s, act, chunk_weights=chunk_weights if i == 0 and layout.resumes else None)
+        y, finish = sweep(*piece, w, s, act, chunk_weights=chunk_weights if i == 0 and layout.resumes else None)
         outputs.append(y.flatten(2, 3))
-
     y = torch.cat(outputs, dim=2).transpose(1, 2).to(out_dtype)
-    chunk_weights = layout.next_chunk_weights(w, entering, chunk_weights)
-    chunk_weights = [G.expand_as(W) for G, W in zip(chunk_weights, w)]   # the initial weights are shared by the batch
-    return y, MemoryState(w, s, chunk_weights, layout.position + layout.length, chunk_size)
+
+    grad_enabled = torch.is_grad_enabled()
+
+    def final_state():   # the last chunk's update, run only when the caller uses the state
+        with torch.set_grad_enabled(grad_enabled), torch.autocast(y.device.type, enabled=False):
+            w, s = finish()
+            next_weights = layout.next_chunk_weights(w, entering, chunk_weights)
+            return w, s, [G.expand_as(W) for G, W in zip(next_weights, w)]   # initial weights are shared by the batch
+
+    return y, MemoryState.deferred(final_state, layout.position + layout.length, chunk_size)

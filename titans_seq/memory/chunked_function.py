@@ -307,10 +307,11 @@ class ChunkSweep(torch.autograd.Function):
 
 
 def fused_chunks(q, k, v, lr, momentum, decay, weights, surprise, act, chunk_weights=None):
-    """``chunked._chunks`` (same arguments and results) through :class:`ChunkSweep`."""
+    """``chunked._chunks`` (same arguments and results) through :class:`ChunkSweep`; the state after
+    the sweep is an output of the autograd function, so it is computed whether used or not."""
     L = len(weights)
     assert chunk_weights is None or q.shape[2] == 1, "only a single chunk resumes part-way"
     sweep = Sweep(L, act, surprise is not None, chunk_weights is not None)
     y, *state = ChunkSweep.apply(sweep, q, k, v, lr, momentum, decay, *weights, *(surprise or []),
                                  *(chunk_weights or []))
-    return y, state[:L], state[L:]
+    return y, lambda: (state[:L], state[L:])

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 import torch
 from torch import Tensor
@@ -84,6 +85,24 @@ class MemoryState:
         """The chunks of a call of ``length`` tokens continuing ``state`` (None: from position 0)."""
         return ChunkLayout(0 if state is None else state.position, length, chunk_size)
 
+    @staticmethod
+    def deferred(compute: Callable[[], tuple[list[Tensor], list[Tensor], list[Tensor]]], position: int,
+                 chunk_size: int) -> MemoryState:
+        """A state whose tensors ``compute()`` gives (weights, surprise, chunk weights) when first
+        read: a caller that drops the state, as training without a carried state does, never pays
+        for the update after the last chunk."""
+        state = object.__new__(MemoryState)
+        state.position, state.chunk_size, state._compute = position, chunk_size, compute
+        return state
+
+    def __getattr__(self, name: str):   # reached only for the tensors of a deferred state not yet computed
+        compute = self.__dict__.get("_compute")
+        if compute is None or name not in ("weights", "surprise", "chunk_weights"):
+            raise AttributeError(name)
+        del self._compute
+        self.weights, self.surprise, self.chunk_weights = compute()
+        return getattr(self, name)
+
     def detach(self) -> MemoryState:
         """The same state cut from the autograd graph (truncated back-propagation through time)."""
         cut = lambda ts: [t.detach() for t in ts]  # noqa: E731
@@ -94,3 +113,4 @@ class MemoryState:
         move = lambda ts: [t.to(device) for t in ts]  # noqa: E731
         return MemoryState(move(self.weights), move(self.surprise), move(self.chunk_weights),
                            self.position, self.chunk_size)
+
