@@ -2,6 +2,7 @@
 
     python benchmarks/train_throughput.py                       # against 7d06614, 3 rounds
     python benchmarks/train_throughput.py --ref HEAD~3 --rounds 5 --steps 30
+    python benchmarks/train_throughput.py --tree-overrides train.compile=true --warmup 2   # compiled tree
     python benchmarks/train_throughput.py --worker --recipe lm_tiny --overrides model.variant=mag --profile
 
 Each contender is staged into a temporary folder (the ref by ``git archive``, the working tree by
@@ -81,26 +82,38 @@ def worker(args) -> None:
         trainer = Trainer(recipe, init_process("cpu"))
         trainer.model.train()
         batches = training_batches(trainer.splits["train"], recipe, trainer.env, trainer.state)
+        model = step_model(trainer, recipe)
         if args.losses:
-            print(json.dumps({"losses": [trainer._step(trainer.model, batches)[0] for _ in range(args.losses)]}))
+            print(json.dumps({"losses": [trainer._step(model, batches)[0] for _ in range(args.losses)]}))
             return
+        start = time.perf_counter()
         for _ in range(args.warmup):
-            trainer._step(trainer.model, batches)
+            trainer._step(model, batches)
+        warmup_seconds = time.perf_counter() - start
         if args.profile:
             from torch.profiler import ProfilerActivity, profile
             with profile(activities=[ProfilerActivity.CPU]) as prof:
                 for _ in range(args.steps):
-                    trainer._step(trainer.model, batches)
+                    trainer._step(model, batches)
             print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=15), file=sys.stderr)
             return
         start, cpu_start, tokens = time.perf_counter(), time.process_time(), 0
         for _ in range(args.steps):
-            tokens += trainer._step(trainer.model, batches)[1]
+            tokens += trainer._step(model, batches)[1]
         seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu_start
     print(json.dumps({"tokens_per_s": tokens / seconds, "tokens_per_cpu_s": tokens / cpu_seconds,
-                      "tokens_per_step": tokens / args.steps,
+                      "tokens_per_step": tokens / args.steps, "warmup_s": warmup_seconds,
                       "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
                       "package": str(Path(titans_seq.__file__).parent), "tasks": titans_seq.tasks.__file__}))
+
+
+def step_model(trainer, recipe):
+    """The model as ``Trainer.fit`` steps it: its blocks compiled with ``train.compile`` (a ref
+    older than that option has no ``compile_blocks`` and no such key)."""
+    if getattr(recipe.train, "compile", False):
+        from titans_seq.engine.trainer import compile_blocks
+        compile_blocks(trainer.model)
+    return trainer.model
 
 
 def compare(args) -> None:
@@ -113,22 +126,26 @@ def compare(args) -> None:
             order = ["ref", "tree"] if round_ % 2 == 0 else ["tree", "ref"]
             for name, (recipe, overrides) in cases.items():
                 for who in order:
-                    result = measure(contenders[who], recipe, overrides, args)
+                    extra = args.tree_overrides if who == "tree" else []
+                    result = measure(contenders[who], recipe, [*overrides, *extra], args)
                     assert result["package"].startswith(str(contenders[who])), result
                     results[name][who].append(result)
                     print(f"round {round_ + 1} {name} {who}: {result['tokens_per_s']:,.0f} tokens/s, "
                           f"{result['peak_rss_mb']:,.0f} MB", file=sys.stderr, flush=True)
 
     print(f"\n{platform.processor() or platform.machine()}, {os.cpu_count()} cores, {args.threads} thread(s) "
-          f"per run; {args.rounds} rounds of {args.steps} steps after {args.warmup} warm-up; ref {args.ref}\n")
-    print("| recipe | ref tokens/s | tree tokens/s | speed-up (median ratio) | ref peak RSS MB | tree peak RSS MB |")
-    print("|---|---|---|---|---|---|")
+          f"per run; {args.rounds} rounds of {args.steps} steps after {args.warmup} warm-up; ref {args.ref}; "
+          f"tree overrides: {' '.join(args.tree_overrides) or 'none'}\n")
+    print("| recipe | ref tokens/s | tree tokens/s | speed-up (median ratio) | ref peak RSS MB | tree peak RSS MB "
+          "| ref warm-up s | tree warm-up s |")
+    print("|---|---|---|---|---|---|---|---|")
     for name, runs in results.items():
         rate = {who: [r["tokens_per_s"] for r in runs[who]] for who in runs}
         rss = {who: statistics.median(r["peak_rss_mb"] for r in runs[who]) for who in runs}
+        warmup = {who: statistics.median(r.get("warmup_s", float("nan")) for r in runs[who]) for who in runs}
         ratio = statistics.median(t / r for t, r in zip(rate["tree"], rate["ref"]))
         print(f"| {name} | {statistics.median(rate['ref']):,.0f} | {statistics.median(rate['tree']):,.0f} | "
-              f"{ratio:.2f}x | {rss['ref']:,.0f} | {rss['tree']:,.0f} |")
+              f"{ratio:.2f}x | {rss['ref']:,.0f} | {rss['tree']:,.0f} | {warmup['ref']:.1f} | {warmup['tree']:.1f} |")
 
 
 def main() -> None:
@@ -142,6 +159,8 @@ def main() -> None:
     parser.add_argument("--worker", action="store_true", help="measure one recipe in this process")
     parser.add_argument("--recipe", help="with --worker")
     parser.add_argument("--overrides", nargs="*", default=[], help="with --worker")
+    parser.add_argument("--tree-overrides", nargs="*", default=[],
+                        help="recipe overrides for the working tree only, e.g. train.compile=true")
     parser.add_argument("--profile", action="store_true", help="with --worker: the top 15 ops over --steps steps, to stderr (no timing)")
     parser.add_argument("--losses", type=int, default=0, help="with --worker: print the losses of this many steps")
     args = parser.parse_args()

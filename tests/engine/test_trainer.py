@@ -3,6 +3,7 @@ import json
 import pytest
 import torch
 
+from titans_seq.engine.checkpoint import read_model_state
 from titans_seq.engine.config import load_recipe
 from titans_seq.engine.distributed import init_process
 from titans_seq.engine.trainer import Trainer, train
@@ -109,3 +110,29 @@ def test_gradient_accumulation_matches_a_bigger_batch(tmp_path):
     small._step(small.model, halves)
     for a, b in zip(big.model.parameters(), small.model.parameters()):
         assert torch.allclose(a, b, atol=1e-6)
+
+
+def test_train_compile_steps_a_compiled_model_and_gives_the_eager_losses(tmp_path, monkeypatch):
+    """train.compile: the backbone's blocks run through torch.compile (here Dynamo with the eager
+    backend, so that the test traces every layer of a block without Inductor's minutes of
+    compilation); the losses and the checkpoint's names are those of an eager run."""
+    compiled = []
+    real_compile = torch.compile
+
+    def eager_backend_compile(model, **kwargs):
+        compiled.append((model, kwargs))
+        return real_compile(model, backend="eager", **kwargs)
+
+    monkeypatch.setattr(torch, "compile", eager_backend_compile)
+    eager = tiny_recipe(tmp_path, "run.name=eager", "train.max_steps=6", "train.eval_every=3")
+    fast = tiny_recipe(tmp_path, "run.name=compiled", "train.max_steps=6", "train.eval_every=3", "train.compile=true")
+    train(eager)
+    assert not compiled
+    train(fast)
+    assert len(compiled) == 1 and compiled[0][1] == {"dynamic": False}    # the demo's one block
+    eager_losses, compiled_losses = train_losses(eager.run_dir), train_losses(fast.run_dir)
+    assert sorted(compiled_losses) == list(range(1, 7))
+    for step, loss in eager_losses.items():
+        assert compiled_losses[step] == pytest.approx(loss, rel=1e-5)
+    weights = read_model_state(fast.run_dir / "best")
+    assert weights.keys() == read_model_state(eager.run_dir / "best").keys()   # no _orig_mod. prefixes

@@ -68,7 +68,7 @@ class TrainConfig:
     patience: int = 0                    # early stopping after this many evaluations without improvement; 0: never
     max_nonfinite: int = 5               # consecutive non-finite losses (steps skipped) before the run stops
     num_workers: int = 0                 # DataLoader worker processes
-    compile: bool = False                # torch.compile the model of the training steps (evaluation stays eager)
+    compile: bool = False                # torch.compile the backbone's blocks for training (evaluation stays eager)
 
 
 @dataclass

@@ -24,7 +24,7 @@ from titans_seq.errors import TrainingError, UserError
 
 from .checkpoint import (BEST, COMPLETE, checkpoint_dir, latest_checkpoint, prune_checkpoints, read_model_state,
                          read_optimizer_state, restore_training_state, save_checkpoint)
-from .config import OptimConfig, Recipe, RecipeError, TrainConfig, recipe_to_yaml
+from .config import OptimConfig, Recipe, RecipeError, recipe_to_yaml
 from .distributed import (ProcessEnv, all_agree, close_process, full_state_dicts, init_process, load_full_state_dicts,
                           mean_over_processes, wrap_model)
 from .progress import MetricsLog, Progress
@@ -144,7 +144,7 @@ def evaluate(task: Task, model: nn.Module, dataset: Dataset, recipe: Recipe, dev
 
     was_training = model.training
     model.eval()
-    with torch.no_grad(), autocast_context(recipe, device):
+    with torch.no_grad(), autocast_context(recipe, device), eager_evaluation():
         metrics = task.evaluate(model, counted(evaluation_batches(dataset, recipe, device, limit)))
     model.train(was_training)
     return metrics, tokens
@@ -177,11 +177,19 @@ def initial_checkpoint(init_from: str) -> Path:
         raise UserError(f"model.init_from={init_from}: {error}") from None
 
 
-def training_model(model: nn.Module, cfg: TrainConfig) -> nn.Module:
-    """The model the optimizer steps call: ``model`` itself, or with ``train.compile`` a
-    ``torch.compile`` of it that shares its parameters (one graph for the fixed training shapes;
-    validation and testing call ``model``, so their other shapes and modes compile nothing)."""
-    return torch.compile(model, dynamic=False) if cfg.compile else model
+def compile_blocks(model: nn.Module) -> None:
+    """``train.compile``: ``torch.compile`` every backbone block in place, for the fixed training
+    shapes. Identical blocks share one graph, so the compilation costs one block, not the model;
+    parameter names, checkpoints and the optimizer are unchanged. Evaluation runs eagerly
+    (``eager_evaluation``), so its other shapes and grad mode compile nothing."""
+    for module in model.modules():
+        if isinstance(module, Block):
+            module.compile(dynamic=False)
+
+
+def eager_evaluation():
+    """A context in which compiled blocks run eagerly (evaluation and test metrics)."""
+    return torch.compiler.set_stance("force_eager")
 
 
 def _improved(value: float, best: float | None, mode: str) -> bool:
@@ -284,7 +292,8 @@ class Trainer:
             write_atomically(self.run_dir / "config.yaml", recipe_to_yaml(cfg))
         model = self.model
         model.train()
-        step_model = training_model(model, cfg.train)
+        if cfg.train.compile:
+            compile_blocks(model)
         log = MetricsLog(self.run_dir, enabled=env.is_main)
         progress = Progress(cfg.train.max_steps, state.step, cfg.train.log_every, enabled=env.is_main)
         batches = training_batches(self.splits["train"], cfg, env, state)
@@ -292,7 +301,7 @@ class Trainer:
         try:
             while state.step < cfg.train.max_steps and not stop:
                 started = time.perf_counter()
-                loss, tokens, finite = self._step(step_model, batches)
+                loss, tokens, finite = self._step(model, batches)
                 train_seconds += time.perf_counter() - started
                 if not finite:
                     state.nonfinite_in_a_row += 1
@@ -334,7 +343,7 @@ class Trainer:
             self.load_weights(best)
         metrics, _ = evaluate(self.task, model, self.splits["test"], self.recipe, self.env.device, label="testing")
         model.eval()   # every process takes part (a sharded model's forward is collective); writes are atomic
-        with torch.no_grad(), autocast_context(self.recipe, self.env.device):
+        with torch.no_grad(), autocast_context(self.recipe, self.env.device), eager_evaluation():
             metrics.update(self.task.final_metrics(model, self.run_dir))
         model.train()
         best_val = next(({k: v for k, v in h.items() if k != "step"} for h in self.state.history
