@@ -110,9 +110,10 @@ def worker(args) -> None:
 def step_model(trainer, recipe):
     """The model as ``Trainer.fit`` steps it: its blocks compiled with ``train.compile`` (a ref
     older than that option has no ``compile_blocks`` and no such key)."""
-    if getattr(recipe.train, "compile", False):
-        from titans_seq.engine.trainer import compile_blocks
-        compile_blocks(trainer.model)
+    if getattr(recipe.train, "compile", "false") != "false":
+        from titans_seq.engine.trainer import compile_blocks, compiles
+        if compiles(recipe.train, trainer.env.device):
+            compile_blocks(trainer.model)
     return trainer.model
 
 

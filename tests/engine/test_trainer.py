@@ -4,9 +4,9 @@ import pytest
 import torch
 
 from titans_seq.engine.checkpoint import read_model_state
-from titans_seq.engine.config import load_recipe
+from titans_seq.engine.config import RecipeError, TrainConfig, load_recipe
 from titans_seq.engine.distributed import init_process
-from titans_seq.engine.trainer import Trainer, train
+from titans_seq.engine.trainer import COMPILE_MIN_STEPS, Trainer, compiles, train
 from titans_seq.errors import TrainingError
 
 TINY = ["task.n_train=320", "task.n_val=32", "task.n_test=32", "model.d_model=16", "model.n_layers=1",
@@ -136,3 +136,15 @@ def test_train_compile_steps_a_compiled_model_and_gives_the_eager_losses(tmp_pat
         assert compiled_losses[step] == pytest.approx(loss, rel=1e-5)
     weights = read_model_state(fast.run_dir / "best")
     assert weights.keys() == read_model_state(eager.run_dir / "best").keys()   # no _orig_mod. prefixes
+
+
+def test_train_compile_auto_compiles_long_cpu_runs_only():
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert compiles(TrainConfig(max_steps=COMPILE_MIN_STEPS), cpu)
+    assert not compiles(TrainConfig(max_steps=COMPILE_MIN_STEPS - 1), cpu)
+    assert not compiles(TrainConfig(max_steps=10 * COMPILE_MIN_STEPS), cuda)     # not measured with the Triton kernel
+    assert compiles(TrainConfig(max_steps=5, compile=True), cpu)                 # YAML's true
+    assert not compiles(TrainConfig(max_steps=10 * COMPILE_MIN_STEPS, compile="false"), cpu)
+    assert load_recipe("dna_mac").train.compile == "auto"
+    with pytest.raises(RecipeError, match="train.compile='sometimes' is not one of auto, true, false"):
+        load_recipe("demo", ["train.compile=sometimes"])

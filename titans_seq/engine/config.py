@@ -68,7 +68,12 @@ class TrainConfig:
     patience: int = 0                    # early stopping after this many evaluations without improvement; 0: never
     max_nonfinite: int = 5               # consecutive non-finite losses (steps skipped) before the run stops
     num_workers: int = 0                 # DataLoader worker processes
-    compile: bool = False                # torch.compile the backbone's blocks for training (evaluation stays eager)
+    compile: str = "auto"                # auto | true | false: torch.compile the blocks for training (auto: long CPU runs)
+
+    def __post_init__(self):
+        self.compile = str(self.compile).lower()      # YAML's true / false arrive as "True" / "False"
+        if self.compile not in ("auto", "true", "false"):
+            raise ValueError(f"train.compile={self.compile!r} is not one of auto, true, false")
 
 
 @dataclass

@@ -24,7 +24,7 @@ from titans_seq.errors import TrainingError, UserError
 
 from .checkpoint import (BEST, COMPLETE, checkpoint_dir, latest_checkpoint, prune_checkpoints, read_model_state,
                          read_optimizer_state, restore_training_state, save_checkpoint)
-from .config import OptimConfig, Recipe, RecipeError, recipe_to_yaml
+from .config import OptimConfig, Recipe, RecipeError, TrainConfig, recipe_to_yaml
 from .distributed import (ProcessEnv, all_agree, close_process, full_state_dicts, init_process, load_full_state_dicts,
                           mean_over_processes, wrap_model)
 from .progress import MetricsLog, Progress
@@ -177,6 +177,17 @@ def initial_checkpoint(init_from: str) -> Path:
         raise UserError(f"model.init_from={init_from}: {error}") from None
 
 
+COMPILE_MIN_STEPS = 2000   # train.compile=auto: the run length from which compiling pays on a CPU (docs/benchmarks.md)
+
+
+def compiles(cfg: TrainConfig, device: torch.device) -> bool:
+    """Whether a run compiles its blocks: ``train.compile`` true, or auto for a CPU run of at least
+    COMPILE_MIN_STEPS steps (a compilation of one to three minutes saves 25-65% of a step)."""
+    if cfg.compile == "auto":
+        return device.type == "cpu" and cfg.max_steps >= COMPILE_MIN_STEPS
+    return cfg.compile == "true"
+
+
 def compile_blocks(model: nn.Module) -> None:
     """``train.compile``: ``torch.compile`` every backbone block in place, for the fixed training
     shapes. Identical blocks share one graph, so the compilation costs one block, not the model;
@@ -292,7 +303,7 @@ class Trainer:
             write_atomically(self.run_dir / "config.yaml", recipe_to_yaml(cfg))
         model = self.model
         model.train()
-        if cfg.train.compile:
+        if compiles(cfg.train, env.device):
             compile_blocks(model)
         log = MetricsLog(self.run_dir, enabled=env.is_main)
         progress = Progress(cfg.train.max_steps, state.step, cfg.train.log_every, enabled=env.is_main)
