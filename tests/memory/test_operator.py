@@ -65,8 +65,8 @@ def test_the_last_update_runs_only_when_the_state_is_read(monkeypatch):
     the state is read, in the grad mode of the call, and then gives the reference's state and
     its gradients."""
     updates = []
-    end_of_chunk = chunked._end_of_chunk
-    monkeypatch.setattr(chunked, "_end_of_chunk", lambda *args: updates.append(1) or end_of_chunk(*args))
+    state_after_chunk = chunked.state_after_chunk
+    monkeypatch.setattr(chunked, "state_after_chunk", lambda *args: updates.append(1) or state_after_chunk(*args))
     tensors, n = make_inputs(T=10, dims=DEPTH_DIMS[2], seed=5, requires_grad=True)
     y, state = call(tensors, n, chunk_size=4)
     assert len(updates) == 2                       # after chunks 1 and 2 of 3

@@ -119,7 +119,7 @@ def _chunks(q, k, v, lr, momentum, decay, weights, surprise, act, chunk_weights=
     per_chunk = list(zip(*(t.unbind(2) for t in (k, v, w_coef, s_coef, g_end, d_end, p_end))))
     for c, (k_c, v_c, w_c, s_c, g, d, p) in enumerate(per_chunk):
         if c:
-            weights, surprise = _end_of_chunk(weights, surprise, inputs[-1], errors[-1], *per_chunk[c - 1][2:])
+            weights, surprise = state_after_chunk(weights, surprise, inputs[-1], errors[-1], *per_chunk[c - 1][2:])
         entering_w.append(weights)
         entering_s.append(surprise)
         path = key_path(k_c, v_c, chunk_weights or weights, act)
@@ -138,11 +138,11 @@ def _chunks(q, k, v, lr, momentum, decay, weights, surprise, act, chunk_weights=
             S0 = torch.stack([torch.zeros_like(W0[:, :, 0]) if S is None else S[layer] for S in entering_s], 2)
             z = z + _scaled_product(delta, h, S0)
         h = act.fn(z) if layer < len(weights) - 1 else z
-    return h, functools.partial(_end_of_chunk, weights, surprise, inputs[-1], errors[-1], *per_chunk[-1][2:])
+    return h, functools.partial(state_after_chunk, weights, surprise, inputs[-1], errors[-1], *per_chunk[-1][2:])
 
 
-def _end_of_chunk(weights, surprise, a, e, w, s, g, d, p):
-    """The state leaving a chunk: W' = g W + d S + a^T diag(w) e and S' = p S + a^T diag(s) e."""
+def state_after_chunk(weights, surprise, a, e, w, s, g, d, p):
+    """The state leaving a chunk (surprise None: zero): W' = g W + d S + a^T diag(w) e and S' = p S + a^T diag(s) e."""
     if surprise is None:
         return ([_add_outer_sum(g * W, a_l, w, e_l) for W, a_l, e_l in zip(weights, a, e)],
                 [_weighted_outer_sum(a_l, s, e_l) for a_l, e_l in zip(a, e)])

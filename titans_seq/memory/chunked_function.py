@@ -45,7 +45,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .activations import Activation
-from .chunked import KeyPath, _weighted_outer_sum, key_path, segment_products
+from .chunked import KeyPath, key_path, segment_products, state_after_chunk
 
 
 class Coefficients(NamedTuple):
@@ -214,11 +214,7 @@ def _forward_sweep(q, k, v, lr, momentum, decay, weights, surprise, chunk_weight
         entering_s.append(surprise)
         path = key_path(k[:, :, c], v[:, :, c], chunk_weights or weights, act)
         paths.append(path)
-        w, s, g, d, p = _end_of_chunk(cf, c)
-        pairs = list(zip(path.inputs, path.errors))
-        weights, surprise = ([_weighted_outer_sum(a, w, e).addcmul_(g, W).addcmul_(d, S)
-                              for W, S, (a, e) in zip(weights, surprise, pairs)],
-                             [_weighted_outer_sum(a, s, e).addcmul_(p, S) for S, (a, e) in zip(surprise, pairs)])
+        weights, surprise = state_after_chunk(weights, surprise, path.inputs, path.errors, *_end_of_chunk(cf, c))
     batch = q.shape[:2]
     W0, S0 = _stack(entering_w, batch), _stack(entering_s, batch)
     path = KeyPath(*([torch.stack([p[i][l] for p in paths], dim=2) for l in range(len(paths[0][i]))]
