@@ -2,11 +2,13 @@
 
     python scripts/results_page.py runs/paper_cpu                     # after titans-seq bench paper_cpu
     python scripts/results_page.py runs/paper_cpu runs/passkey --docs docs
+    python scripts/results_page.py runs/ett_512         # adds (or replaces) one suite's section
 
 Each suite folder's report.md, results.json and figures/ are copied to docs/results/<suite>/, and
 the page is rebuilt: a short header, then each report in turn, its headings one level down and its
 figure links pointing at the copies, and the git revisions the runs were made at (from the
-suite's records) under it.
+suite's records) under it. Sections of suites already on the page and not named keep their place,
+so that publishing one suite needs only that suite's runs.
 """
 from __future__ import annotations
 
@@ -37,9 +39,17 @@ def _revisions(folder: Path) -> list[str]:
     return sorted({record.get("git_revision", "unknown") for record in records})
 
 
+def _published_sections(page: Path) -> dict[str, str]:
+    """The suites' sections of an existing page, by suite name, in the page's order."""
+    if not page.is_file():
+        return {}
+    parts = re.split(r"^## ", page.read_text(), flags=re.M)[1:]
+    return {part.split("\n", 1)[0].strip(): f"## {part.rstrip()}\n" for part in parts}
+
+
 def publish(folders: list[Path], docs: Path) -> str:
     """Copy each suite folder's report into ``docs/results/<suite>/`` and write ``docs/results.md``."""
-    sections = []
+    sections = _published_sections(docs / "results.md")
     for folder in folders:
         report = folder / "report.md"
         if not report.is_file():
@@ -52,9 +62,9 @@ def publish(folders: list[Path], docs: Path) -> str:
         text = re.sub(r"^(#+) ", r"#\1 ", text, flags=re.M)                    # the page's title is the only #
         text = text.replace("](figures/", f"](results/{folder.name}/figures/")
         revisions = ", ".join(f"`{revision}`" for revision in _revisions(folder))
-        sections.append(f"{text.rstrip()}\n\nRuns made at git revision {revisions}; the suite's "
-                        f"[results.json](results/{folder.name}/results.json) holds every value.\n")
-    page = HEADER.format(folders=" ".join(str(f) for f in folders)) + "\n".join(sections)
+        sections[folder.name] = (f"{text.rstrip()}\n\nRuns made at git revision {revisions}; the suite's "
+                                 f"[results.json](results/{folder.name}/results.json) holds every value.\n")
+    page = HEADER.format(folders=" ".join(f"runs/{name}" for name in sections)) + "\n".join(sections.values())
     write_atomically(docs / "results.md", page)
     return page
 

@@ -1,5 +1,6 @@
 """scripts/results_page.py: docs/results.md is written from suites' reports, figures copied beside it."""
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -10,19 +11,29 @@ from titans_seq.engine.suite import Group, Suite
 SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "results_page.py"
 
 
-def test_the_page_is_the_reports_with_their_figures(tmp_path):
-    suite = Suite(name="mini", variants=["swa", "mac"], seeds=[0, 1], groups=[
+def _finished_suite(root: Path, name: str, mac: list[float], revision: str = "abc123") -> Path:
+    suite = Suite(name=name, variants=["swa", "mac"], seeds=[0, 1], groups=[
         Group(name="dna", recipes=["dna_mac"], datasets=["gue/prom_core_notata"], metrics=["mcc"])])
-    folder = tmp_path / "runs" / "mini"
+    folder = root / "runs" / name
     records = [{"variant": model, "model": model, "seed": seed, "group": "dna", "recipe": "dna_mac@gue/prom_core_notata",
-                "metrics": {"mcc": value}, "git_revision": "abc123"}
-               for model, values in (("swa", [0.5, 0.52]), ("mac", [0.6, 0.62])) for seed, value in enumerate(values)]
-    folder.mkdir(parents=True)
+                "metrics": {"mcc": value}, "git_revision": revision}
+               for model, values in (("swa", [0.5, 0.52]), ("mac", mac)) for seed, value in enumerate(values)]
+    folder.mkdir(parents=True, exist_ok=True)
     (folder / "records.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
     write_report(suite, records, folder)
-    result = subprocess.run([sys.executable, str(SCRIPT), str(folder), "--docs", str(tmp_path / "docs")],
+    return folder
+
+
+def _publish(tmp_path: Path, *folders: Path) -> str:
+    result = subprocess.run([sys.executable, str(SCRIPT), *map(str, folders), "--docs", str(tmp_path / "docs")],
                             capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
+    return (tmp_path / "docs" / "results.md").read_text()
+
+
+def test_the_page_is_the_reports_with_their_figures(tmp_path):
+    folder = _finished_suite(tmp_path, "mini", [0.6, 0.62])
+    _publish(tmp_path, folder)
     page = (tmp_path / "docs" / "results.md").read_text()
     assert page.startswith("# Results\n") and page.count("\n# ") == 0      # the reports' headings one level down
     assert "\n## mini\n" in page and "\n### dna\n" in page
@@ -33,3 +44,17 @@ def test_the_page_is_the_reports_with_their_figures(tmp_path):
     missing = subprocess.run([sys.executable, str(SCRIPT), str(tmp_path / "none")], capture_output=True, text=True)
     assert missing.returncode == 2 and missing.stderr.strip().endswith("report.md not found: run the suite first "
                                                                       "(titans-seq bench)")
+
+
+def test_publishing_one_suite_keeps_the_others_sections(tmp_path):
+    first, second = _finished_suite(tmp_path, "first", [0.6, 0.62]), _finished_suite(tmp_path, "second", [0.7, 0.7])
+    _publish(tmp_path, first, second)
+    shutil.rmtree(first)                                   # its runs are gone; its section stays
+    _finished_suite(tmp_path, "second", [0.8, 0.8], revision="def456")
+    page = _publish(tmp_path, second)
+    assert page.index("\n## first\n") < page.index("\n## second\n")
+    assert "| mac | 0.6100 ± 0.0141 (n=2) |" in page and "| mac | 0.8000 ± 0.0000 (n=2) |" in page
+    assert "0.7000" not in page and "`def456`" in page and "`abc123`" in page
+    assert "results_page.py runs/first runs/second`" in page
+    third = _finished_suite(tmp_path, "third", [0.5, 0.5])
+    assert _publish(tmp_path, third).rstrip().endswith("[results.json](results/third/results.json) holds every value.")
