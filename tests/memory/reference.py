@@ -11,8 +11,9 @@ def mlp(weights, x, act):
     return x @ weights[-1]
 
 
-def sequential_memory(q, k, v, lr, momentum, decay, weights, chunk_size, activation="silu"):
-    """Titans' update, literally: S_t = eta S - theta grad l_t(W_chunk start); W_t = (1 - alpha) W + S."""
+def sequential_memory(q, k, v, lr, momentum, decay, weights, chunk_size, activation="silu", anchor=None):
+    """Titans' update, literally: S_t = eta S - theta grad l_t(W_chunk start); W_t = (1 - alpha) W + S
+    (with an ``anchor`` A: W_t = (1 - alpha) W + alpha A + S)."""
     act = get_activation(activation).fn
     B, T, H, _ = q.shape
 
@@ -29,5 +30,7 @@ def sequential_memory(q, k, v, lr, momentum, decay, weights, chunk_size, activat
         theta, eta, alpha = (g[:, t, :, None, None] for g in (lr, momentum, decay))
         S = [eta * s - theta * g for s, g in zip(S, G)]
         W = [(1 - alpha) * w + s for w, s in zip(W, S)]
+        if anchor is not None:
+            W = [w + alpha * A for w, A in zip(W, anchor)]
         ys.append(mlp(W, q[:, t].unsqueeze(-2), act).squeeze(-2))
     return torch.stack(ys, dim=1), W, S

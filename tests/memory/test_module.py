@@ -1,3 +1,4 @@
+import pytest
 import torch
 
 from titans_seq.memory import NeuralMemory
@@ -59,3 +60,28 @@ def test_convolved_queries_are_forwards_queries_and_resume_from_their_cache():
     assert torch.allclose(torch.cat((q1, q2), 1), q)
     bare, none = layer.queries(x)
     assert none is None and not torch.allclose(bare, q)
+
+
+def test_decay_toward_init_keeps_the_initial_memory_where_decay_toward_zero_forgets_it():
+    """With writes switched off (lr 0) and a strong decay, decay_target="init" leaves the learnt
+    initial memory as it is, while the paper's decay toward zero wipes it out."""
+    torch.manual_seed(0)
+    x = torch.randn(1, 512, 32)
+
+    def final_weights(target: str) -> list[torch.Tensor]:
+        layer = NeuralMemory(32, 2, chunk_size=16, decay_target=target)
+        with torch.no_grad():
+            layer.to_gates.weight.zero_()
+            layer.to_gates.bias.copy_(torch.tensor([-30.0, 0.0, -3.0]).repeat_interleave(2))   # decay 0.047
+            _, state = layer(x)
+        return [W[0] - W0 for W, W0 in zip(state.memory.weights, layer.weights)], list(layer.weights)
+
+    kept, init = final_weights("init")
+    assert all(d.abs().max() < 1e-5 for d in kept)
+    forgotten, init = final_weights("zero")
+    assert all(torch.allclose(d, -W0, atol=1e-5) for d, W0 in zip(forgotten, init))
+
+
+def test_decay_target_is_checked():
+    with pytest.raises(ValueError, match="decay_target"):
+        NeuralMemory(32, 2, decay_target="half")

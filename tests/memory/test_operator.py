@@ -5,6 +5,7 @@ import torch
 
 from titans_seq.memory import MemoryState, neural_memory, retrieve
 from titans_seq.memory import chunked
+from titans_seq.memory.ops import resolve_backend
 from titans_seq.memory.chunked import segment_products
 from titans_seq.memory.state import ChunkLayout
 
@@ -66,7 +67,8 @@ def test_the_last_update_runs_only_when_the_state_is_read(monkeypatch):
     its gradients."""
     updates = []
     state_after_chunk = chunked.state_after_chunk
-    monkeypatch.setattr(chunked, "state_after_chunk", lambda *args: updates.append(1) or state_after_chunk(*args))
+    monkeypatch.setattr(chunked, "state_after_chunk",
+                        lambda *args, **kw: updates.append(1) or state_after_chunk(*args, **kw))
     tensors, n = make_inputs(T=10, dims=DEPTH_DIMS[2], seed=5, requires_grad=True)
     y, state = call(tensors, n, chunk_size=4)
     assert len(updates) == 2                       # after chunks 1 and 2 of 3
@@ -254,3 +256,62 @@ def test_chunk_layout(position, length, pieces, first, n_chunks, unfinished, nex
     assert (layout.first, layout.n_chunks, layout.unfinished) == (first, n_chunks, unfinished)
     assert layout.resumes == (position % 4 != 0)
     assert layout.next_chunk_weights(["final"], ["entering"], ["resumed"]) == [next_weights]
+
+
+def anchored_inputs(T, depth, seed, requires_grad=False):
+    tensors, n = make_inputs(T=T, dims=DEPTH_DIMS[depth], seed=seed, requires_grad=requires_grad)
+    g = torch.Generator().manual_seed(seed + 1)
+    anchor = [(torch.randn(W.shape, generator=g, dtype=W.dtype) / W.shape[-2] ** 0.5).requires_grad_(requires_grad)
+              for W in tensors[6:]]
+    return tensors, n, anchor
+
+
+@pytest.mark.parametrize("depth", [1, 2, 3])
+@pytest.mark.parametrize("chunk_size", [1, 4, 16])
+def test_decay_toward_an_anchor_matches_sequential_reference(depth, chunk_size):
+    tensors, n, anchor = anchored_inputs(37, depth, seed=depth * 10 + chunk_size)
+    y, state = call(tensors, n, chunk_size=chunk_size, anchor=anchor)
+    y_ref, W_ref, S_ref = sequential_memory(*tensors[:6], tensors[6:], chunk_size, anchor=anchor)
+    assert rel_err(y, y_ref) <= 1e-10
+    for W, Wr, S, Sr in zip(state.weights, W_ref, state.surprise, S_ref):
+        assert rel_err(W, Wr) <= 1e-10 and rel_err(S, Sr) <= 1e-10
+    y_zero, _ = call(tensors, n, chunk_size=chunk_size)
+    assert rel_err(y, y_zero) > 1e-3                     # the anchor does change the memory
+
+
+@pytest.mark.parametrize("depth", [1, 2])
+def test_decay_toward_an_anchor_gradients_match_reference(depth):
+    tensors, n, anchor = anchored_inputs(13, depth, seed=21, requires_grad=True)
+    y, state = call(tensors, n, chunk_size=4, anchor=anchor)
+    y_ref, W_ref, _ = sequential_memory(*tensors[:6], tensors[6:], 4, anchor=anchor)
+    probe = torch.randn_like(y)
+    probe_w = [torch.randn_like(W) for W in W_ref]
+    out = (y * probe).sum() + sum((W * P).sum() for W, P in zip(state.weights, probe_w))
+    out_ref = (y_ref * probe).sum() + sum((W * P).sum() for W, P in zip(W_ref, probe_w))
+    grads = torch.autograd.grad(out, tensors + anchor)
+    grads_ref = torch.autograd.grad(out_ref, tensors + anchor)
+    for g, gr in zip(grads, grads_ref):
+        assert rel_err(g, gr) <= 1e-10
+
+
+def test_decay_toward_an_anchor_is_split_invariant():
+    tensors, n, anchor = anchored_inputs(30, 2, seed=3)
+    q, k, v, lr, momentum, decay = tensors[:6]
+    y, state = call(tensors, n, chunk_size=4, anchor=anchor)
+    ys, split_state = [], None
+    for a, b in ((0, 7), (7, 8), (8, 30)):
+        piece = [t[:, a:b] for t in (q, k, v, lr, momentum, decay)]
+        y_piece, split_state = neural_memory(*piece, tensors[6:], chunk_size=4, state=split_state, anchor=anchor)
+        ys.append(y_piece)
+    assert rel_err(torch.cat(ys, dim=1), y) <= 1e-12
+    for a, b in zip(split_state.weights + split_state.surprise, state.weights + state.surprise):
+        assert rel_err(a, b) <= 1e-12
+
+
+def test_decay_toward_an_anchor_needs_a_backend_that_has_it():
+    tensors, n, anchor = anchored_inputs(8, 2, seed=1)
+    with pytest.raises(ValueError, match="decays toward zero only"):
+        call(tensors, n, chunk_size=4, anchor=anchor, backend="torch_recompute")
+    with pytest.raises(ValueError, match="anchor"):
+        call(tensors, n, chunk_size=4, anchor=anchor[:1])
+    assert resolve_backend("auto", torch.device("cuda"), 2, anchored=True) == "torch"

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields
 
+from titans_seq.memory.module import DECAY_TARGETS
+
 VARIANTS = ("lmm", "mac", "mag", "mal", "transformer", "swa")
 
 
@@ -20,6 +22,7 @@ class TitansConfig:
     memory_lr_max: float | None = None  # theta_t = memory_lr_max * sigmoid(.); None: 1 / chunk_size (stable)
     memory_damped_momentum: bool = False  # theta_t also scaled by (1 - eta_t): steps stay <= lr_max (low-entropy inputs)
     memory_chunk_budget: float | None = None  # bound each chunk's summed steps along a key (None: no bound)
+    memory_decay_target: str = "zero"  # what the decay forgets toward: zero (the paper's) | init (the learnt W_0)
     memory_backend: str = "auto"     # torch | torch_recompute (less memory) | triton | auto (triton on CUDA)
     chunk_size: int = 64             # tokens per memory update chunk (gradients at chunk-start weights)
     segment_len: int = 128           # MAC: tokens per segment attended together with the memory
@@ -46,6 +49,9 @@ class TitansConfig:
             raise ValueError(f"head_dim must be >= 1; got {self.head_dim}")
         if self.memory_chunk_budget is not None and not self.memory_chunk_budget > 0:
             raise ValueError(f"memory_chunk_budget must be > 0; got {self.memory_chunk_budget}")
+        if self.memory_decay_target not in DECAY_TARGETS:
+            raise ValueError(f"memory_decay_target must be one of {', '.join(DECAY_TARGETS)}; "
+                             f"got {self.memory_decay_target!r}")
         if self.memory_lr_max is not None and not 0 < self.memory_lr_max <= 1:
             raise ValueError(f"memory_lr_max must be in (0, 1]; got {self.memory_lr_max}")
 

@@ -17,7 +17,9 @@ through W_t layer by layer then needs only chunk-sized matrix products:
 
     z_t = gamma_t h_t W_0 + delta_t h_t S_0 + sum_s C[t, s] theta_s (h_t . a_s) e_s,
 
-so no per-token weights are ever materialised. Autograd differentiates this form directly: it is
+so no per-token weights are ever materialised. With an ``anchor`` A the forgetting gate pulls the
+weights toward A instead of zero, W_t = (1 - alpha_t) W_{t-1} + alpha_t A + S_t, which adds
+(1 - gamma_t) A to W_t and (1 - gamma_t) h_t A to z_t. Autograd differentiates this form directly: it is
 the reference of ``chunked_function.py``, whose hand-written backward serves training by default.
 """
 from __future__ import annotations
@@ -95,13 +97,14 @@ def _add_outer_sum(base: Tensor, a: Tensor, scale: Tensor, e: Tensor) -> Tensor:
     return torch.baddbmm(base.flatten(0, 1), a.flatten(0, 1).mT, e.flatten(0, 1)).view(base.shape)
 
 
-def _chunks(q, k, v, lr, momentum, decay, weights, surprise, act, chunk_weights=None):
+def _chunks(q, k, v, lr, momentum, decay, weights, surprise, act, chunk_weights=None, anchor=None):
     """N consecutive chunks of n tokens: per-token outputs, and a function that gives the (weights,
     surprise) after them (the last chunk's update runs only when the state is wanted).
 
     Tensors are (B, H, N, n, D) and gates (B, H, N, n); ``surprise`` is None when it is zero;
     ``chunk_weights`` (N = 1 only) are the weights the gradients are taken at when they are not
-    the entering ones (a chunk resumed part-way). Only the key gradients and the end-of-chunk
+    the entering ones (a chunk resumed part-way); ``anchor`` (None: zero) the weights the decay pulls
+    toward, (H, D_{l-1}, D_l) per layer. Only the key gradients and the end-of-chunk
     updates run chunk after chunk; the coefficients and every read are batched over the N chunks.
     """
     keep = 1 - decay
@@ -119,7 +122,8 @@ def _chunks(q, k, v, lr, momentum, decay, weights, surprise, act, chunk_weights=
     per_chunk = list(zip(*(t.unbind(2) for t in (k, v, w_coef, s_coef, g_end, d_end, p_end))))
     for c, (k_c, v_c, w_c, s_c, g, d, p) in enumerate(per_chunk):
         if c:
-            weights, surprise = state_after_chunk(weights, surprise, inputs[-1], errors[-1], *per_chunk[c - 1][2:])
+            weights, surprise = state_after_chunk(weights, surprise, inputs[-1], errors[-1], *per_chunk[c - 1][2:],
+                                                  anchor=anchor)
         entering_w.append(weights)
         entering_s.append(surprise)
         path = key_path(k_c, v_c, chunk_weights or weights, act)
@@ -137,42 +141,48 @@ def _chunks(q, k, v, lr, momentum, decay, weights, surprise, act, chunk_weights=
         if with_surprise:
             S0 = torch.stack([torch.zeros_like(W0[:, :, 0]) if S is None else S[layer] for S in entering_s], 2)
             z = z + _scaled_product(delta, h, S0)
+        if anchor is not None:
+            z = z + _scaled_product(1 - gamma, h, anchor[layer].unsqueeze(1))
         h = act.fn(z) if layer < len(weights) - 1 else z
-    return h, functools.partial(state_after_chunk, weights, surprise, inputs[-1], errors[-1], *per_chunk[-1][2:])
+    return h, functools.partial(state_after_chunk, weights, surprise, inputs[-1], errors[-1], *per_chunk[-1][2:],
+                                anchor=anchor)
 
 
-def state_after_chunk(weights, surprise, a, e, w, s, g, d, p):
-    """The state leaving a chunk (surprise None: zero): W' = g W + d S + a^T diag(w) e and S' = p S + a^T diag(s) e."""
+def state_after_chunk(weights, surprise, a, e, w, s, g, d, p, anchor=None):
+    """The state leaving a chunk (surprise None: zero; anchor None: zero): W' = g W + (1 - g) A + d S +
+    a^T diag(w) e and S' = p S + a^T diag(s) e."""
+    kept = [g * W for W in weights] if anchor is None else [torch.lerp(A, W, g) for W, A in zip(weights, anchor)]
     if surprise is None:
-        return ([_add_outer_sum(g * W, a_l, w, e_l) for W, a_l, e_l in zip(weights, a, e)],
+        return ([_add_outer_sum(K, a_l, w, e_l) for K, a_l, e_l in zip(kept, a, e)],
                 [_weighted_outer_sum(a_l, s, e_l) for a_l, e_l in zip(a, e)])
-    return ([_add_outer_sum(torch.addcmul(g * W, d, S), a_l, w, e_l) for W, S, a_l, e_l in zip(weights, surprise, a, e)],
+    return ([_add_outer_sum(torch.addcmul(K, d, S), a_l, w, e_l) for K, S, a_l, e_l in zip(kept, surprise, a, e)],
             [_add_outer_sum(p * S, a_l, s, e_l) for S, a_l, e_l in zip(surprise, a, e)])
 
 
 def chunked_neural_memory(q: Tensor, k: Tensor, v: Tensor, lr: Tensor, momentum: Tensor,
                           decay: Tensor, weights: list[Tensor], *, chunk_size: int,
                           state: MemoryState | None = None, activation: str = "silu",
-                          autograd: bool = True) -> tuple[Tensor, MemoryState]:
+                          anchor: list[Tensor] | None = None, autograd: bool = True) -> tuple[Tensor, MemoryState]:
     """The torch backend of :func:`titans_seq.memory.neural_memory` (arguments as there).
 
     Autograd differentiates this module's form. With ``autograd=False`` (the ``torch_recompute``
     backend) the chunks run through ``chunked_function.ChunkSweep`` and its hand-written backward
     instead, which keeps only the chunk-start states: less memory, but slower on a CPU today
-    (docs/benchmarks.md).
+    (docs/benchmarks.md); its backward covers decay toward zero only (no ``anchor``).
     """
     from .chunked_function import fused_chunks   # it builds on this module's helpers
 
-    tensors = [q, k, v, lr, momentum, decay, *weights]
+    tensors = [q, k, v, lr, momentum, decay, *weights, *(anchor or [])]
     if state is not None:
         tensors += [*state.weights, *state.surprise, *state.chunk_weights]
     needs_grad = torch.is_grad_enabled() and any(t.requires_grad for t in tensors)
+    assert anchor is None or autograd, "the hand-written backward covers decay toward zero only"
     sweep = fused_chunks if needs_grad and not autograd else _chunks
     with torch.autocast(q.device.type, enabled=False):   # the memory learns in float32 under mixed precision
-        return _run(q, k, v, lr, momentum, decay, weights, chunk_size, state, activation, sweep)
+        return _run(q, k, v, lr, momentum, decay, weights, chunk_size, state, activation, sweep, anchor)
 
 
-def _run(q, k, v, lr, momentum, decay, weights, chunk_size, state, activation, sweep):
+def _run(q, k, v, lr, momentum, decay, weights, chunk_size, state, activation, sweep, anchor):
     act = get_activation(activation)
     out_dtype = q.dtype
     dtype = torch.promote_types(q.dtype, torch.float32)
@@ -188,6 +198,8 @@ def _run(q, k, v, lr, momentum, decay, weights, chunk_size, state, activation, s
         w = [W.to(dtype) for W in state.weights]
         s = [S.to(dtype) for S in state.surprise]
         chunk_weights = [W.to(dtype) for W in state.chunk_weights]
+    if anchor is not None:
+        sweep = functools.partial(sweep, anchor=[A.to(dtype) for A in anchor])
 
     layout = MemoryState.layout(state, q.shape[2], chunk_size)
     pieces = layout.pieces()

@@ -21,6 +21,9 @@ class NeuralMemoryState:
     budget: tuple[Tensor, Tensor] | None = None   # the unfinished chunk's keys and raw lr (write budget)
 
 
+DECAY_TARGETS = ("zero", "init")
+
+
 class NeuralMemory(nn.Module):
     """Learns to memorise at test time: keys/values written into an MLP by gradient descent.
 
@@ -32,14 +35,18 @@ class NeuralMemory(nn.Module):
     ``damped_momentum`` scales theta by (1 - eta), so that momentum, which re-applies a gradient
     about 1 / (1 - eta) times, never takes a step larger than lr_max (see docs/concepts/memory.md).
     ``chunk_budget`` bounds instead the sum of the steps a chunk takes along each key
-    (``write_budget.py``), so that lr_max may allow strong single writes.
+    (``write_budget.py``), so that lr_max may allow strong single writes. ``decay_target`` is what
+    the decay forgets toward: ``zero`` (the paper's) or ``init``, the learnt initial weights, so that
+    a long sequence fades the memory's writes but never the function it starts from.
     """
 
     def __init__(self, d_model: int, n_heads: int, head_dim: int | None = None, depth: int = 2,
                  expansion: int = 4, chunk_size: int = 64, conv_kernel: int = 4, lr_max: float | None = None,
                  activation: str = "silu", backend: str = "auto", eps: float = 1e-6, damped_momentum: bool = False,
-                 chunk_budget: float | None = None):
+                 chunk_budget: float | None = None, decay_target: str = "zero"):
         super().__init__()
+        if decay_target not in DECAY_TARGETS:
+            raise ValueError(f"decay_target must be one of {', '.join(DECAY_TARGETS)}; got {decay_target!r}")
         head_dim = head_dim or d_model // n_heads
         inner = n_heads * head_dim
         self.n_heads, self.head_dim, self.chunk_size = n_heads, head_dim, chunk_size
@@ -47,6 +54,7 @@ class NeuralMemory(nn.Module):
         # of them about 1 / (1 - eta) times: see docs/concepts/memory.md, "Stability of the inner loop".
         self.lr_max, self.damped_momentum = lr_max or 1.0 / chunk_size, damped_momentum
         self.activation, self.backend, self.chunk_budget = activation, backend, chunk_budget
+        self.decay_target = decay_target
         self.to_qkv = nn.Linear(d_model, 3 * inner, bias=False)
         self.conv = ShortConv(3 * inner, conv_kernel)
         self.to_gates = nn.Linear(d_model, 3 * n_heads)
@@ -83,9 +91,11 @@ class NeuralMemory(nn.Module):
             position = 0 if state is None else state.memory.position
             lr, budget = budgeted_lr(lr, k, self.chunk_budget, self.chunk_size, position,
                                      None if state is None else state.budget)
-        y, memory = neural_memory(q, k, v, lr, momentum, decay, list(self.weights),
+        weights = list(self.weights)
+        y, memory = neural_memory(q, k, v, lr, momentum, decay, weights,
                                   chunk_size=self.chunk_size, activation=self.activation,
-                                  state=None if state is None else state.memory, backend=self.backend)
+                                  state=None if state is None else state.memory,
+                                  anchor=weights if self.decay_target == "init" else None, backend=self.backend)
         return self._read_out(y, x), NeuralMemoryState(conv, memory, budget)
 
     def queries(self, x: Tensor, cache: Tensor | None = None, convolve: bool = False) -> tuple[Tensor, Tensor | None]:

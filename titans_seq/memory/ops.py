@@ -26,14 +26,21 @@ else:
     BACKENDS["triton"] = triton_neural_memory
 
 
-def resolve_backend(backend: str, device: torch.device, depth: int = 1) -> str:
-    """The backend that runs a memory of ``depth`` layers on ``device``: ``auto`` picks the fastest one
-    available. This is the one place that sends a call from the Triton kernels to the torch backend
-    before it starts (a kernel too large for the GPU is found at launch: see ``triton_backend``)."""
+ANCHORED_BACKENDS = ("torch",)   # the backends whose decay may pull toward an anchor (the others: toward zero)
+
+
+def resolve_backend(backend: str, device: torch.device, depth: int = 1, anchored: bool = False) -> str:
+    """The backend that runs a memory of ``depth`` layers on ``device`` (``anchored``: decaying toward
+    an anchor): ``auto`` picks the fastest one available. This is the one place that sends a call from
+    the Triton kernels to the torch backend before it starts (a kernel too large for the GPU is found
+    at launch: see ``triton_backend``)."""
     if backend == "auto":
-        return "triton" if device.type == "cuda" and depth <= TRITON_MAX_DEPTH else "torch"
+        return "triton" if device.type == "cuda" and depth <= TRITON_MAX_DEPTH and not anchored else "torch"
     if backend not in BACKENDS:
         raise ValueError(f"unknown memory backend {backend!r}; choose one of {['auto', *BACKENDS]}")
+    if anchored and backend not in ANCHORED_BACKENDS:
+        raise ValueError(f"the {backend} memory backend decays toward zero only; decay toward an anchor "
+                         f"runs on {' or '.join(ANCHORED_BACKENDS)} (or auto)")
     if backend == "triton":
         if device.type != "cuda" and os.environ.get("TRITON_INTERPRET") != "1":
             raise ValueError("the triton memory backend needs CUDA tensors (or TRITON_INTERPRET=1 on the CPU)")
@@ -72,7 +79,8 @@ def _check_shapes(q, k, v, gates, weights, chunk_size, state):
 
 def neural_memory(q: Tensor, k: Tensor, v: Tensor, lr: Tensor, momentum: Tensor, decay: Tensor,
                   weights: list[Tensor], *, chunk_size: int, state: MemoryState | None = None,
-                  activation: str = "silu", backend: str = "torch") -> tuple[Tensor, MemoryState]:
+                  activation: str = "silu", anchor: list[Tensor] | None = None,
+                  backend: str = "torch") -> tuple[Tensor, MemoryState]:
     """Write (k, v) into the memory token by token and read q_t through the memory after token t.
 
     Args:
@@ -87,16 +95,21 @@ def neural_memory(q: Tensor, k: Tensor, v: Tensor, lr: Tensor, momentum: Tensor,
         chunk_size: gradients inside a chunk [nb, (n+1)b) are taken at the weights entering it.
         state: the state returned by a previous call, to continue that sequence.
         activation: of the memory MLP's hidden layers.
+        anchor: L tensors shaped as ``weights``, toward which the decay pulls the memory:
+            W_t = (1 - alpha_t) W_{t-1} + alpha_t anchor + S_t. None: toward zero, the paper's.
         backend: ``torch``, ``auto`` or another registered backend.
 
     Returns:
         y: (B, T, H, Dv) with y_t = f_{W_t}(q_t), in q's dtype; and the state after the last token.
     """
     _check_shapes(q, k, v, {"lr": lr, "momentum": momentum, "decay": decay}, weights, chunk_size, state)
+    if anchor is not None and [A.shape for A in anchor] != [W.shape for W in weights]:
+        raise ValueError("the anchor must hold one tensor per memory layer, shaped as the weights")
     get_activation(activation)
-    run = BACKENDS[resolve_backend(backend, q.device, len(weights))]
+    run = BACKENDS[resolve_backend(backend, q.device, len(weights), anchored=anchor is not None)]
+    kwargs = {} if anchor is None else {"anchor": anchor}
     return run(q, k, v, lr, momentum, decay, weights, chunk_size=chunk_size, state=state,
-               activation=activation)
+               activation=activation, **kwargs)
 
 
 def retrieve(q: Tensor, state_or_weights: MemoryState | list[Tensor], activation: str = "silu") -> Tensor:
