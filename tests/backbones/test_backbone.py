@@ -14,7 +14,9 @@ def small_config(variant, **kw):
 CASES = [pytest.param(v, {}, id=v) for v in VARIANTS] + [
     pytest.param("mac", {"mac_query_conv": True}, id="mac-query-conv"),
     pytest.param("mac", {"memory_chunk_budget": 0.5, "memory_lr_max": 0.5}, id="mac-write-budget"),
-    pytest.param("mag", {"memory_chunk_budget": 0.5, "memory_lr_max": 0.5}, id="mag-write-budget")]
+    pytest.param("mag", {"memory_chunk_budget": 0.5, "memory_lr_max": 0.5}, id="mag-write-budget"),
+    pytest.param("mac", {"memory_decay_target": "init"}, id="mac-decay-to-init"),
+    pytest.param("lmm", {"memory_decay_target": "init"}, id="lmm-decay-to-init")]
 
 
 def small_model(variant, **kw):
@@ -88,7 +90,7 @@ def test_from_pretrained_missing_directory(tmp_path):
 
 @pytest.mark.parametrize("bad", [dict(variant="mamba"), dict(d_model=30, n_heads=4), dict(chunk_size=0),
                                  dict(memory_lr_max=2.0), dict(n_persistent=-1),
-                                 dict(memory_chunk_budget=0.0)])
+                                 dict(memory_chunk_budget=0.0), dict(memory_decay_target="half")])
 def test_config_rejects_bad_values(bad):
     with pytest.raises(ValueError):
         TitansConfig(**bad)
