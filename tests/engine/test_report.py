@@ -40,10 +40,12 @@ def suite() -> Suite:
         Group(name="lm", recipes=["lm_tiny"], datasets=["text/tinyshakespeare"], metrics=["bits_per_byte"])])
 
 
-def record(group: str, label: str, model: str, seed: int, metrics: dict, run_dir: Path | None) -> dict:
-    """As bench writes them: the trainer's record (``variant``: the backbone built) and the suite's row (``model``)."""
+def record(group: str, label: str, model: str, seed: int, metrics: dict, run_dir: Path | None,
+           variant: str | None = None) -> dict:
+    """As bench writes them: the trainer's record (``variant``: the task's model label, the backbone variant
+    unless the task swaps the backbone out, as dlinear does) and the suite's row (``model``)."""
     extra = {"run_dir": str(run_dir)} if run_dir else {}
-    return {"task": group, "dataset": label, "split": "test", "variant": "mac" if model == "dlinear" else model,
+    return {"task": group, "dataset": label, "split": "test", "variant": variant or model,
             "parameters": 1000, "metrics": metrics, "val_metrics": {}, "seed": seed, "group": group, "recipe": label,
             "model": model, **extra}
 
@@ -229,3 +231,17 @@ def test_packaged_references_name_registry_keys_and_convert_scales():
     assert ettm1[("Titans (neural memory)", "average")] == (0.358, True)
     assert ettm1[("DLinear", "average")] == (0.403, False)
     assert sorted(h for model, h in ettm1 if model == "DLinear") == ["192", "336", "720", "96", "average"]
+
+
+def test_a_suites_own_row_that_runs_a_titans_variant_is_a_titans_row(tmp_path):
+    """A suite's model row (``mag-init``: MAG with an option) competes for "our best Titans", and a
+    row whose backbone is swapped out (dlinear) does not."""
+    path = tmp_path / "references.yaml"
+    path.write_text(PASSKEY_REFERENCES)
+    mini = Suite(name="mini", variants=["dlinear", "mag", "mag-init"], seeds=[0],
+                 groups=[Group(name="passkey", recipes=["lm_passkey"], metrics=["accuracy@4096"])])
+    records = [record("passkey", "lm_passkey", model, 0, {"accuracy@4096": value}, None, variant) | {
+        "dataset": "synthetic-passkey"} for model, variant, value in (
+        ("dlinear", "dlinear", 0.95), ("mag", "mag", 0.4), ("mag-init", "mag", 0.7))]
+    rows = section(write_report(mini, records, tmp_path / "out", load_references(path)), "passkey")
+    assert rows[-1] == "| gap: our best Titans − published Titans | -0.2000 (mag-init vs Titans (MAC)) |"
