@@ -68,7 +68,8 @@ def test_decay_toward_init_keeps_the_initial_memory_where_decay_toward_zero_forg
     torch.manual_seed(0)
     x = torch.randn(1, 512, 32)
 
-    def final_weights(target: str) -> list[torch.Tensor]:
+    def drift_and_init(target: str) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """Each layer's final weights less W_0, and W_0."""
         layer = NeuralMemory(32, 2, chunk_size=16, decay_target=target)
         with torch.no_grad():
             layer.to_gates.weight.zero_()
@@ -76,9 +77,9 @@ def test_decay_toward_init_keeps_the_initial_memory_where_decay_toward_zero_forg
             _, state = layer(x)
         return [W[0] - W0 for W, W0 in zip(state.memory.weights, layer.weights)], list(layer.weights)
 
-    kept, init = final_weights("init")
+    kept, _ = drift_and_init("init")
     assert all(d.abs().max() < 1e-5 for d in kept)
-    forgotten, init = final_weights("zero")
+    forgotten, init = drift_and_init("zero")
     assert all(torch.allclose(d, -W0, atol=1e-5) for d, W0 in zip(forgotten, init))
 
 
