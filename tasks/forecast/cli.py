@@ -26,7 +26,7 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     forecast.add_argument("--lookback", type=int, help="past steps the model sees (default 512, or the checkpoint's)")
     forecast.add_argument("--target", action="append", help="a column to model (repeatable); default: every column")
     forecast.add_argument("--time-col", help="the time column, when it is not found by type or name")
-    forecast.add_argument("--variant", help="mac (default), mag, mal, lmm, transformer, swa or dlinear")
+    forecast.add_argument("--variant", help="mac (default), mag, mal, lmm, transformer, swa, dlinear or rlinear")
     forecast.add_argument("--quantiles", type=float, nargs="+", help="train quantile forecasts, e.g. 0.1 0.5 0.9")
     forecast.add_argument("--checkpoint", help="a trained model folder (e.g. OUT/model/best): skip training")
     forecast.add_argument("--out", default="forecast", help="folder for forecast.csv, forecast.png and the model")

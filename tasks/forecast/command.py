@@ -25,9 +25,9 @@ from titans_seq.errors import UserError
 from titans_seq.files import write_atomically_with
 
 from .plot import plot_forecast
-from .task import ForecastTask
+from .task import LINEAR_BASELINES, ForecastTask, model_overrides
 
-MODELS = (*VARIANTS, "dlinear")
+MODELS = (*VARIANTS, *LINEAR_BASELINES)
 
 
 @dataclass
@@ -37,7 +37,7 @@ class ForecastOptions:
     lookback: int | None = None         # None: 512, or the checkpoint's
     targets: list[str] = field(default_factory=list)
     time_column: str | None = None
-    variant: str | None = None          # a backbone variant or "dlinear"; None: mac, or the checkpoint's
+    variant: str | None = None          # a backbone variant, "dlinear" or "rlinear"; None: mac, or the checkpoint's
     quantiles: list[float] = field(default_factory=list)
     checkpoint: str | None = None
     out: str = "forecast"
@@ -66,8 +66,7 @@ def _data_overrides(options: ForecastOptions) -> list[str]:
 def _model_overrides(variant: str) -> list[str]:
     if variant not in MODELS:
         raise UserError(f"--variant {variant}: choose one of {', '.join(MODELS)}")
-    return ["task.architecture=dlinear"] if variant == "dlinear" else ["task.architecture=patch",
-                                                                       f"model.variant={variant}"]
+    return model_overrides(variant)
 
 
 def training_recipe(options: ForecastOptions) -> Recipe:
@@ -94,7 +93,7 @@ def checkpoint_recipe(options: ForecastOptions, checkpoint: Path) -> Recipe:
         if value is not None and value != kept:
             raise UserError(f"--checkpoint {checkpoint} was trained with {key}={kept}; got {value}")
     if options.variant is not None:
-        kept = "dlinear" if recipe.task.architecture == "dlinear" else recipe.model.variant
+        kept = recipe.task.architecture if recipe.task.architecture in LINEAR_BASELINES else recipe.model.variant
         if options.variant != kept:
             raise UserError(f"--checkpoint {checkpoint} holds a {kept} model; got --variant {options.variant}")
     return recipe

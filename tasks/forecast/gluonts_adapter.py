@@ -34,7 +34,7 @@ from titans_seq.engine.trainer import train
 from titans_seq.errors import UserError
 from titans_seq.files import write_atomically, write_atomically_with
 
-from .task import ForecastConfig, ForecastTask
+from .task import ForecastConfig, ForecastTask, model_overrides
 from .splits import WindowDataset
 
 
@@ -207,8 +207,7 @@ class TitansEstimator(Estimator):
 
     def train(self, training_data: GluonDataset, validation_data: GluonDataset | None = None,
               **kwargs) -> TitansPredictor:
-        model_choice = (["task.architecture=dlinear"] if self.variant == "dlinear"
-                        else [f"model.variant={self.variant}"])
+        model_choice = model_overrides(self.variant)
         recipe = load_recipe("forecast", [
             f"task.horizon={self.prediction_length}", f"task.lookback={self.lookback}",
             f"task.quantiles={json.dumps(self.quantiles)}", *model_choice, f"run.out_dir={self.out_dir}",

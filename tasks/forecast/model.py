@@ -1,4 +1,4 @@
-"""Forecasting networks: RevIN -> patches -> Backbone -> linear head, and the DLinear baseline.
+"""Forecasting networks: RevIN -> patches -> Backbone -> linear head, and the linear baselines.
 
 Both map a lookback window ``(B, L, C)`` to ``(B, H, C, Q)``: H future steps of C variates, with
 Q outputs per step (1 for a point forecast, one per quantile otherwise). With the ``transformer``
@@ -74,6 +74,21 @@ class PatchForecaster(nn.Module):
         states = self.backbone(self.dropout(tokens))
         y = self.head(self.dropout(states.flatten(1)))
         return self.revin.restore(ordered(y.view(-1, self.horizon, self.n_channels, self.n_outputs)), stats)
+
+
+class RLinear(nn.Module):
+    """RLinear (Li et al., 2023): RevIN, then one linear map over the lookback, shared by every variate."""
+
+    def __init__(self, lookback: int, horizon: int, n_channels: int = 1, n_outputs: int = 1):
+        super().__init__()
+        self.horizon, self.n_channels, self.n_outputs = horizon, n_channels, n_outputs
+        self.revin = RevIN(n_channels)
+        self.linear = nn.Linear(lookback, horizon * n_outputs)
+
+    def forward(self, past: Tensor) -> Tensor:
+        x, stats = self.revin.normalise(past)
+        y = self.linear(x.transpose(1, 2)).view(-1, self.n_channels, self.horizon, self.n_outputs)
+        return self.revin.restore(ordered(y.transpose(1, 2)), stats)
 
 
 class DLinear(nn.Module):

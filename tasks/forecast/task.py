@@ -20,17 +20,25 @@ from titans_seq.engine.task import EXAMPLE_FIGURE, Task
 from titans_seq.errors import UserError
 
 from .data import IRREGULAR_CHOICES, read_series
-from .model import DLinear, PatchForecaster
+from .model import DLinear, PatchForecaster, RLinear
 from .plot import plot_test_period
 from .splits import SPLITS, ScaledSeries, WindowDataset, scale_series
 
-ARCHITECTURES = ("patch", "dlinear")
+LINEAR_BASELINES = {"dlinear": DLinear, "rlinear": RLinear}   # architectures without a backbone
+ARCHITECTURES = ("patch", *LINEAR_BASELINES)
+
+
+def model_overrides(model: str) -> list[str]:
+    """The recipe overrides that train ``model``: a linear baseline's name or a backbone variant."""
+    if model in LINEAR_BASELINES:
+        return [f"task.architecture={model}"]
+    return ["task.architecture=patch", f"model.variant={model}"]
 
 
 @dataclass
 class ForecastConfig:
     name: str = "forecast"
-    architecture: str = "patch"      # patch: any backbone variant over patches (transformer = PatchTST-style) | dlinear
+    architecture: str = "patch"      # patch: any backbone variant over patches (transformer = PatchTST-style) | dlinear | rlinear
     lookback: int = 96               # L: past steps the model sees
     horizon: int = 96                # H: future steps it forecasts
     patch_len: int = 16
@@ -92,14 +100,14 @@ class ForecastTask(Task):
         return self.series.values.shape[1]
 
     def model_label(self, variant: str) -> str:
-        return "dlinear" if self.config.architecture == "dlinear" else variant
+        return self.config.architecture if self.config.architecture in LINEAR_BASELINES else variant
 
     def build_model(self, model_config: TitansConfig) -> nn.Module:
         c = self.config
         channels = self.n_channels if c.channel_mixing else 1
         outputs = len(c.quantiles) or 1
-        if c.architecture == "dlinear":
-            return DLinear(c.lookback, c.horizon, channels, outputs)
+        if c.architecture in LINEAR_BASELINES:
+            return LINEAR_BASELINES[c.architecture](c.lookback, c.horizon, channels, outputs)
         try:
             return PatchForecaster(model_config, c.lookback, c.horizon, channels, c.patch_len, c.stride, outputs,
                                    c.dropout)

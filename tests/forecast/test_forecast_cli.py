@@ -33,13 +33,19 @@ def test_trains_tests_and_writes_a_forecast_with_the_right_timestamps(series_csv
     assert "was trained with horizon=6; got 12" in capsys.readouterr().err
 
 
-def test_quantile_forecasts_get_quantile_columns(series_csv, tmp_path):
+@pytest.mark.parametrize("baseline", ["dlinear", "rlinear"])
+def test_quantile_forecasts_get_quantile_columns(series_csv, tmp_path, capsys, baseline):
     path, _ = series_csv(rows=300)
     out = tmp_path / "q"
     assert _forecast("--data", path, "--target", "OT", "--lookback", 24, "--horizon", 6, "--steps", 2,
-                     "--quantiles", 0.1, 0.5, 0.9, "--variant", "dlinear", "--out", out) == 0
+                     "--quantiles", 0.1, 0.5, 0.9, "--variant", baseline, "--out", out) == 0
     forecast = pd.read_csv(out / "forecast.csv")
     assert list(forecast.columns) == ["timestamp", "OT", "OT_q0.1", "OT_q0.9"]
+
+    # the saved baseline is recognised as what it is when another model is asked of it
+    assert _forecast("--data", path, "--target", "OT", "--checkpoint", out / "model" / "best", "--variant", "mac",
+                     "--out", tmp_path / "again") == 2
+    assert f"holds a {baseline} model; got --variant mac" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("content, message", [

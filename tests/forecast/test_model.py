@@ -1,9 +1,9 @@
-"""The forecasting networks: RevIN round trip, patching, DLinear's decomposition, shapes."""
+"""The forecasting networks: RevIN round trip, patching, DLinear's decomposition, RLinear, shapes."""
 import pytest
 import torch
 
 from titans_seq.backbones import TitansConfig
-from titans_seq.tasks.forecast.model import DLinear, PatchForecaster, RevIN, n_patches
+from titans_seq.tasks.forecast.model import DLinear, PatchForecaster, RevIN, RLinear, n_patches
 
 TINY = dict(d_model=16, n_layers=1, n_heads=2, chunk_size=4, segment_len=8, window=8, n_persistent=2)
 
@@ -38,6 +38,27 @@ def test_dlinear_starts_as_the_lookback_mean():
     bias = model.trend.bias.view(1, 3, 1) + model.seasonal.bias.view(1, 3, 1)
     expected = x.mean(1, keepdim=True).expand(2, 3, 1) + bias
     assert torch.allclose(model(x)[..., 0], expected, atol=1e-5)
+
+
+def test_rlinear_maps_each_variate_through_one_shared_linear_map_in_its_own_scale():
+    model = RLinear(lookback=8, horizon=3, n_channels=2)
+    with torch.no_grad():                       # every forecast step copies the last lookback step
+        model.linear.weight.zero_()
+        model.linear.weight[:, -1] = 1.0
+        model.linear.bias.zero_()
+    x = torch.randn(4, 8, 2) * torch.tensor([1.0, 100.0]) + torch.tensor([0.0, -50.0])
+    y = model(x)
+    assert y.shape == (4, 3, 2, 1)
+    assert torch.allclose(y[..., 0], x[:, -1:].expand(4, 3, 2), atol=1e-3)
+
+
+def test_rlinear_quantiles_are_ordered_and_follow_the_input_scale():
+    torch.manual_seed(0)
+    model = RLinear(lookback=8, horizon=3, n_outputs=3)
+    x = torch.randn(5, 8, 1)
+    y = model(x)
+    assert y.shape == (5, 3, 1, 3) and (y.diff(dim=-1) >= 0).all()
+    assert torch.allclose(model(x * 10 + 3), y * 10 + 3, atol=1e-4)
 
 
 @pytest.mark.parametrize("variant", ["mac", "transformer"])
