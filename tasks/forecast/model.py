@@ -1,6 +1,6 @@
 """Forecasting networks: RevIN -> patches -> Backbone -> linear head, and the linear baselines.
 
-Both map a lookback window ``(B, L, C)`` to ``(B, H, C, Q)``: H future steps of C variates, with
+Each maps a lookback window ``(B, L, C)`` to ``(B, H, C, Q)``: H future steps of C variates, with
 Q outputs per step (1 for a point forecast, one per quantile otherwise). With the ``transformer``
 backbone variant the patch model is the PatchTST-style baseline.
 """

@@ -38,7 +38,7 @@ def model_overrides(model: str) -> list[str]:
 @dataclass
 class ForecastConfig:
     name: str = "forecast"
-    architecture: str = "patch"      # patch: any backbone variant over patches (transformer = PatchTST-style) | dlinear | rlinear
+    architecture: str = "patch"      # patch: a backbone over patches (transformer: PatchTST-style) | dlinear | rlinear
     lookback: int = 96               # L: past steps the model sees
     horizon: int = 96                # H: future steps it forecasts
     patch_len: int = 16
