@@ -18,7 +18,7 @@ from .write_budget import budgeted_lr
 class NeuralMemoryState:
     conv: Tensor            # the last inputs of the q/k/v short convolution
     memory: MemoryState
-    budget: tuple[Tensor, Tensor] | None = None   # the unfinished chunk's keys and raw lr (write budget)
+    budget: tuple[Tensor, Tensor] | None = None   # the unfinished chunk's keys and counted steps (write budget)
 
 
 DECAY_TARGETS = ("zero", "init")
@@ -89,7 +89,7 @@ class NeuralMemory(nn.Module):
         budget = None
         if self.chunk_budget is not None:
             position = 0 if state is None else state.memory.position
-            lr, budget = budgeted_lr(lr, k, self.chunk_budget, self.chunk_size, position,
+            lr, budget = budgeted_lr(lr, momentum, k, self.chunk_budget, self.chunk_size, position,
                                      None if state is None else state.budget)
         weights = list(self.weights)
         y, memory = neural_memory(q, k, v, lr, momentum, decay, weights,

@@ -1,18 +1,20 @@
 """A budget on how far one chunk may move the memory along a key: strong writes without overshoot.
 
 Inside a chunk every gradient is taken at the chunk's starting weights, so tokens whose keys
-coincide all push the memory the same way: for unit keys, s of them step sum(theta) along that
-key at once, and a sum past about 1 overshoots the value (past 2 it diverges). The default cap,
-theta <= 1 / chunk_size, bounds the worst case by bounding every single write. The budget bounds
-the sum instead. Token t's step is scaled by min(1, budget / E_t), with
+coincide all push the memory the same way, and momentum re-applies each of those pushes about
+1 / (1 - eta) times before a fresh gradient corrects it. For unit keys, s coinciding writes move
+the memory sum(theta / (1 - eta)) along that key; a sum past about 1 overshoots the value, and
+past 2 it diverges. The default cap, theta <= 1 / chunk_size, bounds the worst case by bounding
+every single write. The budget bounds the sum instead. Token t's step is scaled by
+min(1, budget / E_t), with
 
-    E_t = sum over tokens s <= t of t's chunk of theta_s (k_s . k_t)^2,
+    E_t = sum over tokens s <= t of t's chunk of theta_s / (1 - eta_s) (k_s . k_t)^2,
 
-the steps already taken in the chunk along k_t (its own included). Distinct keys leave theta as
-it is; s coinciding keys of equal theta sum to about budget (1 + ln(s theta / budget)) rather
-than s theta. E_t reads only earlier tokens, so the memory stays causal; the keys and raw steps of
-an unfinished chunk are carried in the layer's state, so streaming stays exact. The chunks are
-the operator's (``ChunkLayout``).
+the steps already taken in the chunk along k_t (its own included), counted with what momentum
+will add to them. Distinct keys leave theta as it is; s coinciding keys sum to about
+budget (1 + ln(s theta / budget)) rather than s theta. E_t reads only earlier tokens, so the memory
+stays causal; the keys and counted steps of an unfinished chunk are carried in the layer's state,
+so streaming stays exact. The chunks are the operator's (``ChunkLayout``).
 """
 from __future__ import annotations
 
@@ -23,26 +25,29 @@ from torch import Tensor
 from .state import ChunkLayout
 
 
-def budgeted_lr(lr: Tensor, k: Tensor, budget: float, chunk_size: int, position: int,
+def budgeted_lr(lr: Tensor, momentum: Tensor, k: Tensor, budget: float, chunk_size: int, position: int,
                 carried: tuple[Tensor, Tensor] | None) -> tuple[Tensor, tuple[Tensor, Tensor]]:
-    """lr (B, T, H) scaled by min(1, budget / E_t) for unit keys k (B, T, H, D) read from ``position``.
+    """lr (B, T, H) scaled by min(1, budget / E_t) for momentum (B, T, H) and unit keys k (B, T, H, D)
+    read from ``position``.
 
-    ``carried`` holds the keys (B, P, H, D) and raw lr (B, P, H) of the P = position % chunk_size
-    tokens of the current chunk seen before; returns the same for the chunk left unfinished.
+    ``carried`` holds the keys (B, P, H, D) and counted steps lr / (1 - momentum) (B, P, H) of the
+    P = position % chunk_size tokens of the current chunk seen before; returns the same for the
+    chunk left unfinished.
     """
     layout = ChunkLayout(position, lr.shape[1], chunk_size)
-    offset, lr_all = layout.offset, lr
+    offset = layout.offset
+    counted = lr / (1 - momentum).clamp_min(1e-6)       # the step with momentum's re-applications
     if offset:
         assert carried is not None and carried[0].shape[1] == offset, "a resumed chunk needs its carried keys"
-        k, lr_all = torch.cat((carried[0], k), dim=1), torch.cat((carried[1], lr), dim=1)
+        k, counted = torch.cat((carried[0], k), dim=1), torch.cat((carried[1], counted), dim=1)
     length = k.shape[1]
     pad = (-length) % chunk_size
     chunks = lambda x: F.pad(x, (0, 0) * (x.dim() - 2) + (0, pad)).unflatten(1, (-1, chunk_size))  # noqa: E731
-    k_c, lr_c = chunks(k), chunks(lr_all)                                   # (B, C, n, H, D), (B, C, n, H)
+    k_c, counted_c = chunks(k), chunks(counted)                             # (B, C, n, H, D), (B, C, n, H)
     overlap = torch.einsum("bcthd,bcshd->bchts", k_c, k_c).square()
     causal = torch.ones(chunk_size, chunk_size, dtype=torch.bool, device=k.device).tril()
-    spent = (overlap.masked_fill(~causal, 0.0) @ lr_c.permute(0, 1, 3, 2).unsqueeze(-1)).squeeze(-1)
+    spent = (overlap.masked_fill(~causal, 0.0) @ counted_c.permute(0, 1, 3, 2).unsqueeze(-1)).squeeze(-1)
     scale = (budget / spent.clamp_min(1e-12)).clamp(max=1.0).permute(0, 1, 3, 2).flatten(1, 2)
-    scaled = (lr_all * scale[:, :length])[:, offset:]
+    scaled = lr * scale[:, offset:length]
     left = layout.unfinished
-    return scaled, (k[:, length - left:], lr_all[:, length - left:])
+    return scaled, (k[:, length - left:], counted[:, length - left:])
