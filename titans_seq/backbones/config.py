@@ -21,7 +21,7 @@ class TitansConfig:
     memory_activation: str = "silu"  # activation of the memory MLP's hidden layers
     memory_lr_max: float | None = None  # theta_t = memory_lr_max * sigmoid(.); None: 1 / chunk_size (stable)
     memory_damped_momentum: bool = False  # theta_t also scaled by (1 - eta_t): steps stay <= lr_max (low-entropy inputs)
-    memory_chunk_budget: float | None = None  # bound each chunk's summed steps along a key (None: no bound)
+    memory_chunk_budget: float | None = None  # bound a chunk's summed steps along a key, momentum counted
     memory_decay_target: str = "zero"  # what the decay forgets toward: zero (the paper's) | init (the learnt W_0)
     memory_backend: str = "auto"     # torch | torch_recompute (less memory) | triton | auto (triton on CUDA)
     chunk_size: int = 64             # tokens per memory update chunk (gradients at chunk-start weights)
