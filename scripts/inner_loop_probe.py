@@ -76,12 +76,13 @@ def probe(out: Path, argv: list[str]) -> int:
 
 
 def summary(out: Path, around: int = 1) -> str:
-    """A table of the logged steps next to each non-finite one (``around`` steps either side)."""
+    """A table of the logged steps next to each non-finite one (``around`` either side); an attempt is
+    one optimizer step tried (a skipped one keeps its step number), θ to along a key are the largest."""
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     bad = {i for i, row in enumerate(rows) if not row["finite"]}
     near = sorted({j for i in bad for j in range(i - around, i + around + 1) if 0 <= j < len(rows)})
-    lines = [f"{len(bad)} non-finite of {len(rows)} steps",
-             "| call | step | finite | memory | θ max | η max | θ/(1−η) max | along a key max | weight norms | hidden |",
+    lines = [f"{len(bad)} non-finite of {len(rows)} attempts",
+             "| attempt | step | finite | memory | θ | η | θ/(1−η) | along a key | weight norms | hidden |",
              "|---|---|---|---|---|---|---|---|---|---|"]
     for j in near:
         row = rows[j]

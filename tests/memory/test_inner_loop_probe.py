@@ -30,5 +30,5 @@ def test_the_probe_logs_every_training_step_of_every_memory_and_summarises_a_div
     out.write_text("".join(json.dumps(row) + "\n" for row in rows))
     summary = _run(str(out), "--summary", cwd=tmp_path)
     assert summary.returncode == 0, summary.stderr
-    assert summary.stdout.startswith("1 non-finite of 2 steps")
+    assert summary.stdout.startswith("1 non-finite of 2 attempts")
     assert "| 1 | 1 | False | 1 |" in summary.stdout and "non-finite |" in summary.stdout
