@@ -35,9 +35,9 @@ class NeuralMemory(nn.Module):
     ``damped_momentum`` scales theta by (1 - eta), so that momentum, which re-applies a gradient
     about 1 / (1 - eta) times, never takes a step larger than lr_max (see docs/concepts/memory.md).
     ``chunk_budget`` bounds instead the sum of the steps a chunk takes along each key, momentum's
-    re-applications counted (``write_budget.py``), so that lr_max may allow strong single writes. ``decay_target`` is what
-    the decay forgets toward: ``zero`` (the paper's) or ``init``, the learnt initial weights, so that
-    a long sequence fades the memory's writes but never the function it starts from.
+    re-applications counted (``write_budget.py``), so that lr_max may allow strong single writes.
+    ``decay_target`` is what the decay forgets toward: ``zero`` (the paper's) or ``init``, the learnt
+    initial weights, so that a long sequence fades the memory's writes but never the function it starts from.
     """
 
     def __init__(self, d_model: int, n_heads: int, head_dim: int | None = None, depth: int = 2,

@@ -11,8 +11,8 @@ min(1, budget / E_t), with
     E_t = sum over tokens s <= t of t's chunk of theta_s / (1 - eta_s) (k_s . k_t)^2,
 
 the steps already taken in the chunk along k_t (its own included), counted with what momentum
-will add to them. Distinct keys leave theta as it is; s coinciding keys sum to about
-budget (1 + ln(s theta / budget)) rather than s theta. E_t reads only earlier tokens, so the memory
+will add to them. Distinct keys leave theta as it is; s coinciding keys of equal counted step c
+sum to about budget (1 + ln(s c / budget)) rather than s c. E_t reads only earlier tokens, so the memory
 stays causal; the keys and counted steps of an unfinished chunk are carried in the layer's state,
 so streaming stays exact. The chunks are the operator's (``ChunkLayout``).
 """
