@@ -195,6 +195,48 @@ def test_a_failing_run_is_reported_and_the_grid_goes_on(tmp_path, capsys):
     assert (tmp_path / "partly" / "report.md").is_file()
 
 
+def test_the_report_names_each_run_that_skipped_a_step_or_stopped(tmp_path, monkeypatch, capsys):
+    import titans_seq.engine.bench as bench
+    from titans_seq.engine.trainer import Trainer
+    from titans_seq.errors import TrainingError
+
+    suite = tmp_path / "suite.yaml"
+    suite.write_text(f"name: shaky\nrecipes: [demo]\nvariants: [transformer, mac]\nseeds: [0]\n"
+                     f"metrics: [accuracy]\nout_dir: {tmp_path}\noverrides: [{', '.join(TINY)}, train.max_steps=3]\n")
+    real_train, real_step, calls = bench.train, Trainer._step, {"n": 0}
+
+    def train_or_diverge(recipe):
+        if recipe.model.variant == "transformer":
+            raise TrainingError("stopped: 5 non-finite losses in a row; last good checkpoint: none written yet")
+        return real_train(recipe)
+
+    def step_nan_once(self, model, batches):
+        calls["n"] += 1
+        loss, tokens, finite = real_step(self, model, batches)
+        return loss, tokens, finite and calls["n"] != 2
+
+    monkeypatch.setattr(bench, "train", train_or_diverge)
+    monkeypatch.setattr(Trainer, "_step", step_nan_once)
+    assert main(["bench", str(suite)]) == 1
+    base = tmp_path / "shaky"
+    note = ("**Stability.** Of the 2 runs (every stage counted), 0 had no non-finite loss; 1 skipped steps for a "
+            "non-finite loss (mac, seed 0, demo: 1); 1 stopped (transformer, seed 0, demo: stopped: 5 non-finite "
+            "losses in a row; last good checkpoint: none written yet).")
+    assert note in (base / "report.md").read_text()
+    stability = json.loads((base / "results.json").read_text())["groups"]["demo"]["stability"]
+    assert stability["runs"] == 2 and stability["skipped"] == [{"model": "mac", "seed": 0, "column": "demo", "steps": 1}]
+    assert "| transformer | — | — |" in (base / "results.md").read_text()     # no figures from a stopped run
+    failed = base / "demo" / "transformer" / "seed-0" / "failed.json"
+    assert json.loads(failed.read_text())["error"].startswith("stopped: 5 non-finite")
+    assert main(["bench", str(suite), "--variants", "mac"]) == 0        # the stopped run, not asked, stays named
+    assert note in (base / "report.md").read_text()
+    monkeypatch.setattr(bench, "train", real_train)
+    assert main(["bench", str(suite), "--variants", "transformer"]) == 0  # trained again, cleanly
+    assert not failed.exists()
+    assert ("Of the 2 runs (every stage counted), 1 had no non-finite loss; 1 skipped steps for a non-finite "
+            "loss (mac, seed 0, demo: 1).") in (base / "report.md").read_text()
+
+
 def test_bench_gives_a_model_without_a_backbone_its_own_row(tmp_path, capsys):
     table = tmp_path / "gc.csv"
     table.write_text("sequence,label\n" + "".join(f"{('AT', 'CG')[i % 2] * 8},{i % 2}\n" for i in range(40)))

@@ -73,3 +73,12 @@ def test_a_cross_domain_suite_reports_every_family(tmp_path, capsys):
     capsys.readouterr()
     assert main(["bench", suite, "--dry-run"]) == 0
     assert capsys.readouterr().out.splitlines()[-1] == "8 of the suite's 8 runs finished before"
+    # every stage's skipped steps count: a first stage that skipped 3 makes its run's record say 3
+    assert "**Stability.** No non-finite loss in any of the 2 runs (every stage counted)." in report
+    stage1 = stage2.parent / "stage-1" / "test_results.json"
+    stage1.write_text(json.dumps({**json.loads(stage1.read_text()), "nonfinite_steps": 3}))
+    assert main(["bench", suite]) == 0
+    mac = [json.loads(line) for line in (base / "records.jsonl").read_text().splitlines()
+           if '"passkey"' in line and '"mac"' in line]
+    assert [record["nonfinite_steps"] for record in mac] == [3]
+    assert "1 skipped steps for a non-finite loss (mac, seed 0, lm_passkey: 3)" in (base / "report.md").read_text()

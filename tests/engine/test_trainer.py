@@ -97,6 +97,24 @@ def test_non_finite_losses_are_skipped_then_stop_the_run(tmp_path, monkeypatch, 
     assert all(torch.isfinite(p).all() for p in trainer.model.parameters())
 
 
+def test_skipped_steps_are_counted_in_the_test_record_and_the_checkpoints(tmp_path, monkeypatch):
+    recipe = tiny_recipe(tmp_path, "train.max_steps=6", "train.max_nonfinite=2", "train.save_every=3")
+    original_step, calls = Trainer._step, {"n": 0}
+
+    def step_nan_twice(self, model, batches):
+        calls["n"] += 1
+        loss, tokens, finite = original_step(self, model, batches)
+        return loss, tokens, finite and calls["n"] not in (2, 5)      # never two in a row: the run goes on
+
+    monkeypatch.setattr(Trainer, "_step", step_nan_twice)
+    record = train(recipe)
+    assert calls["n"] == 8 and record["nonfinite_steps"] == 2
+    assert json.loads((recipe.run_dir / "test_results.json").read_text())["nonfinite_steps"] == 2
+    states = [json.loads((recipe.run_dir / "checkpoints" / f"step-{step:06d}" / "state.json").read_text())
+              for step in (3, 6)]
+    assert [state["nonfinite_steps"] for state in states] == [1, 2]     # a resumed run keeps counting
+
+
 def test_gradient_accumulation_matches_a_bigger_batch(tmp_path):
     big = Trainer(tiny_recipe(tmp_path, "run.name=big", "train.batch_size=16", "train.max_steps=1"), init_process("cpu"))
     small = Trainer(tiny_recipe(tmp_path, "run.name=small", "train.batch_size=8", "optim.grad_accum=2",

@@ -21,11 +21,14 @@ from tqdm import tqdm
 from titans_seq.errors import TrainingError, UserError
 
 from .config import Recipe, load_recipe
-from .records import write_atomically
+from .records import git_revision, write_atomically
 from .report import cell, metric_value, model_order, summary, write_report
+from .stability import is_failed
 from .suite import Group, Run, Suite, columns, describe_plan, load_suite, plan
 from .trainer import train
 
+FAILED = "failed.json"                    # in a run's folder: the error that stopped it, until it is trained again
+DONE = ("test_results.json", FAILED)      # a run not asked for this call is reported when its folder holds one
 
 
 def results_table(records: list[dict], group: Group, variants: list[str]) -> str:
@@ -72,6 +75,16 @@ def finished_record(recipe: Recipe) -> dict | None:
     return json.loads(results.read_text()) if _what_runs(earlier) == _what_runs(recipe) else None
 
 
+def run_record(stage_recipes: list[Recipe]) -> dict | None:
+    """A run's result: its last stage's test record (None until that stage has finished), with the steps
+    every stage skipped for a non-finite loss summed (None where a stage's count is not known)."""
+    records = [finished_record(recipe) for recipe in stage_recipes]
+    if records[-1] is None:
+        return None
+    counts = [record.get("nonfinite_steps") if record else None for record in records]
+    return {**records[-1], "nonfinite_steps": None if None in counts else sum(counts)}
+
+
 def _what_runs(recipe: Recipe) -> dict:
     """The recipe's values, less the shard cache's folder (which changes no result)."""
     values = recipe.to_dict()
@@ -90,18 +103,19 @@ def _core_shares(jobs: int) -> Queue:
     return shares
 
 
-def _train_in_process(recipe_name: str, overrides: tuple[str, ...], recipe: Recipe, cores: list[int]) -> dict:
+def _train_in_process(recipe_name: str, overrides: tuple[str, ...], recipe: Recipe, cores: list[int]) -> None:
     """Train one run (or stage) in its own ``titans-seq train`` process on ``cores``; its output goes to bench.log."""
     recipe.run_dir.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "OMP_NUM_THREADS": str(len(cores))}
     command = [sys.executable, "-m", "titans_seq.cli", "train", recipe_name, *overrides]
     pin = (lambda: os.sched_setaffinity(0, cores)) if hasattr(os, "sched_setaffinity") else None
-    with (recipe.run_dir / "bench.log").open("w") as log:
+    log_path = recipe.run_dir / "bench.log"
+    with log_path.open("w") as log:
         code = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT, env=env, preexec_fn=pin).returncode
-    record = finished_record(recipe)
-    if code != 0 or record is None:
-        raise TrainingError(f"run {recipe.run_dir} failed (exit {code}); see {recipe.run_dir / 'bench.log'}")
-    return record
+    if code != 0 or finished_record(recipe) is None:
+        last = next((line for line in reversed(log_path.read_text(errors="replace").splitlines()) if line.strip()), "")
+        raise TrainingError(f"run {recipe.run_dir} failed (exit {code}): {last.removeprefix('titans-seq: ')}; "
+                            f"see {log_path}")
 
 
 def run_suite(path: Path, out: Path | None = None, variants: list[str] | None = None,
@@ -127,10 +141,12 @@ def run_suite(path: Path, out: Path | None = None, variants: list[str] | None = 
     # built (and so checked) before anything trains; building one takes a while, so the others are not
     asked = [run for run in runs
              if (variants is None or run.variant in variants) and (seeds is None or run.seed in seeds)]
-    runs = [run for run in runs if run in asked or (run.run_dir / "test_results.json").is_file()]
+    runs = [run for run in runs if run in asked or any((run.run_dir / name).is_file() for name in DONE)]
     stages = {run: [load_recipe(run.column.recipe, list(stage)) for stage in run.stages] for run in runs}
     recipes = {run: stages[run][-1] for run in runs}      # the last stage's test is the run's result
-    finished = {run: record for run in runs if (record := finished_record(recipes[run])) is not None}
+    finished = {run: record for run in runs if (record := run_record(stages[run])) is not None}
+    failed: dict[Run, str] = {run: json.loads((run.run_dir / FAILED).read_text())["error"] for run in runs
+                              if run not in asked and run not in finished and (run.run_dir / FAILED).is_file()}
     todo = [run for run in asked if run not in finished]
     if dry_run:
         done = f"{len(finished)} of the suite's {len(everything)} runs finished before"
@@ -138,12 +154,12 @@ def run_suite(path: Path, out: Path | None = None, variants: list[str] | None = 
     for run in finished:
         print(f"== {run.column.label} / {run.variant} / seed {run.seed}: done before, results reused", flush=True)
     progress = tqdm(total=len(todo), desc=suite.name, unit="run", file=sys.stderr, disable=not todo)
-    failed: dict[Run, str] = {}
     shares = _core_shares(jobs)
 
     def train_one(run: Run) -> None:
         """Train one run; a run that fails is noted and the grid goes on."""
         cores = shares.get()
+        (run.run_dir / FAILED).unlink(missing_ok=True)
         try:
             for number, (overrides, recipe) in enumerate(zip(run.stages, stages[run]), 1):
                 record = finished_record(recipe)   # an earlier stage done before (a curriculum resumes there)
@@ -152,10 +168,11 @@ def run_suite(path: Path, out: Path | None = None, variants: list[str] | None = 
                           + (f" / stage {number} of {len(run.stages)}" if len(run.stages) > 1 else ""), flush=True)
                     record = train(recipe)
                 elif record is None:
-                    record = _train_in_process(run.column.recipe, overrides, recipe, cores)
-            finished[run] = record
+                    _train_in_process(run.column.recipe, overrides, recipe, cores)
+            finished[run] = run_record(stages[run])
         except (UserError, TrainingError) as error:
             failed[run] = str(error)
+            write_atomically(run.run_dir / FAILED, json.dumps({"error": str(error), "git_revision": git_revision()}))
             print(f"== {run.column.label} / {run.variant} / seed {run.seed} failed: {error}", flush=True)
         finally:
             shares.put(cores)
@@ -168,15 +185,17 @@ def run_suite(path: Path, out: Path | None = None, variants: list[str] | None = 
         with ThreadPoolExecutor(max_workers=jobs) as pool:
             list(pool.map(train_one, todo))
     progress.close()
-    records = [{**finished[run], "model": run.variant, "group": run.column.group, "recipe": run.column.label,
+    records = [{**(finished[run] if run in finished else {"failed": failed[run], "seed": run.seed, "metrics": {}}),
+                "model": run.variant, "group": run.column.group, "recipe": run.column.label,
                 "column": {"recipe": run.column.recipe, "dataset": run.column.dataset,
                            "settings": dict(run.column.settings)}, "run_dir": str(recipes[run].run_dir)}
-               for run in runs if run in finished]
+               for run in runs if run in finished or run in failed]
     base = Path(suite.out_dir) / suite.name
     write_atomically(base / "records.jsonl", "".join(json.dumps(r) + "\n" for r in records))
-    table = suite_tables(records, suite)
+    table = suite_tables([r for r in records if not is_failed(r)], suite)
     write_atomically(out or base / "results.md", f"# {suite.name}\n\n{table}")
     write_report(suite, records, base)
+    failed = {run: error for run, error in failed.items() if run in todo}
     if failed:
         raise TrainingError(f"{len(failed)} of {len(todo)} runs failed, the rest are tabulated in {base / 'report.md'}"
                             f"; the first: {next(iter(failed.values()))}")

@@ -21,6 +21,7 @@ from matplotlib.figure import Figure
 from titans_seq.errors import UserError
 from titans_seq.files import copy_atomically, write_atomically, write_atomically_with
 
+from .stability import is_failed, stability, stability_note
 from .suite import Column, Group, Suite, columns
 from .task import EXAMPLE_FIGURE
 
@@ -349,11 +350,13 @@ def write_report(suite: Suite, records: list[dict], folder: Path,
     references = load_references() if references is None else references
     parts, results = [f"# {suite.name}\n"], {"suite": suite.name, "groups": {}}
     for group in suite.groups:
-        summary = _summarise(group, records, references)
+        summary = _summarise(group, [r for r in records if not is_failed(r)], references)
+        runs = stability([r for r in records if r.get("group", group.name) == group.name])
         parts += [f"## {group.name}\n", _table(group, summary).rstrip() + "\n",
                   ("Test metrics (`val_` ones: the selected checkpoint's validation metrics), mean ± sample "
                    "standard deviation over the n seeds run; published figures in our units. A gap is the mean of "
-                   "our best Titans row (any model that runs lmm, mac, mag or mal) less the published figure.\n")]
+                   "our best Titans row (any model that runs lmm, mac, mag or mal) less the published figure.\n"),
+                  stability_note(runs)]
         for metric in group.metrics:
             if not AT_LENGTH.match(metric) and any(metric in models for column in summary
                                                    for models in column["models"].values()):
@@ -368,7 +371,7 @@ def write_report(suite: Suite, records: list[dict], folder: Path,
         name = _file_name(group.name, "curves")
         if _learning_curves(group, summary, folder / "figures" / name):
             parts.append(f"![{group.name}: learning curves](figures/{name})\n")
-        results["groups"][group.name] = {"metrics": group.metrics, "columns": [
+        results["groups"][group.name] = {"metrics": group.metrics, "stability": runs, "columns": [
             {key: value for key, value in column.items() if key != "runs"} for column in summary]}
     text = "\n".join(parts)
     write_atomically(folder / "report.md", text)

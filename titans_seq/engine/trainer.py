@@ -46,6 +46,7 @@ class LoopState:
     best_step: int | None = None
     evals_without_improvement: int = 0
     nonfinite_in_a_row: int = 0
+    nonfinite_steps: int = 0            # steps skipped for a non-finite loss, in all
     history: list[dict] = field(default_factory=list)   # validation results
 
 
@@ -316,6 +317,7 @@ class Trainer:
                 train_seconds += time.perf_counter() - started
                 if not finite:
                     state.nonfinite_in_a_row += 1
+                    state.nonfinite_steps += 1
                     progress.say(f"step {state.step}: non-finite loss, step skipped "
                                  f"({state.nonfinite_in_a_row}/{cfg.train.max_nonfinite} in a row)")
                     if state.nonfinite_in_a_row >= cfg.train.max_nonfinite:
@@ -359,7 +361,8 @@ class Trainer:
         model.train()
         best_val = next(({k: v for k, v in h.items() if k != "step"} for h in self.state.history
                          if h["step"] == self.state.best_step), {})
-        record = self.record("test", metrics, tokens_per_s, best_step=self.state.best_step, val_metrics=best_val)
+        record = self.record("test", metrics, tokens_per_s, best_step=self.state.best_step, val_metrics=best_val,
+                             nonfinite_steps=self.state.nonfinite_steps)
         if self.env.is_main:
             write_record(self.run_dir / "test_results.json", record)
         return record
