@@ -42,6 +42,8 @@ ANSWER_ROOM = 64             # tokens left for the start token and the written a
 class PasskeyConfig:
     name: str = "passkey"
     seq_len: int = 1024      # tokens per training sequence, prompt and answer
+    min_seq_len: int = 0     # > 0: each training prompt's length drawn in [min_seq_len, seq_len], the rest padding,
+                             # so the answer's place in MAC's segments varies (0: every prompt seq_len long)
     n_train: int = 50_000    # sequences per split, generated on the fly from the seed
     n_val: int = 128
     n_test: int = 256
@@ -56,10 +58,17 @@ class PasskeyConfig:
 
 
 class PasskeySequences(Dataset):
-    """(inputs, targets) of passkey prompts; targets are IGNORE except at the answer."""
+    """(inputs, targets) of passkey prompts; targets are IGNORE except at the answer.
 
-    def __init__(self, count: int, seq_len: int, seed: str, loss_on: str = "answer", haystack: Haystack | None = None):
+    With ``min_length`` each prompt (start token, haystack, question and answer) is drawn between
+    ``min_length`` and ``seq_len`` tokens long and padded after its answer with end tokens, whose
+    targets are IGNORE: the answer ends anywhere in the last ``seq_len - min_length`` positions.
+    """
+
+    def __init__(self, count: int, seq_len: int, seed: str, loss_on: str = "answer", haystack: Haystack | None = None,
+                 min_length: int = 0):
         self.count, self.seq_len, self.seed, self.loss_on = count, seq_len, seed, loss_on
+        self.min_length = min_length
         self.tokenizer = ByteTokenizer()
         self.haystack = haystack or Haystack.for_kind("pk", self.tokenizer)
 
@@ -68,14 +77,17 @@ class PasskeySequences(Dataset):
 
     def __getitem__(self, i: int) -> tuple[Tensor, Tensor]:
         rng = random.Random(f"{self.seed}-{i}")
-        sample = make_sample("pk", self.seq_len - ANSWER_TOKENS, rng.random(), self.tokenizer, self.haystack, rng)
+        length = rng.randint(self.min_length, self.seq_len) if self.min_length else self.seq_len
+        sample = make_sample("pk", length - ANSWER_TOKENS, rng.random(), self.tokenizer, self.haystack, rng)
         answer = self.tokenizer.encode(" " + sample.needle.answer)
         ids = torch.tensor([self.tokenizer.eos_id, *sample.ids, *answer])
         if self.loss_on == "all":
-            return ids[:-1], ids[1:]
-        targets = torch.full((self.seq_len,), IGNORE)
-        targets[-ANSWER_TOKENS:] = ids[-ANSWER_TOKENS:]
-        return ids[:-1], targets
+            targets = ids[1:]
+        else:
+            targets = torch.full((length,), IGNORE)
+            targets[-ANSWER_TOKENS:] = ids[-ANSWER_TOKENS:]
+        padding = self.seq_len - length
+        return (F.pad(ids[:-1], (0, padding), value=self.tokenizer.eos_id), F.pad(targets, (0, padding), value=IGNORE))
 
 
 def training_haystack(choice: str, tokenizer: ByteTokenizer) -> Haystack:
@@ -99,6 +111,9 @@ class PasskeyTask(Task):
         super().__init__(config, data)
         if config.seq_len < 128:
             raise UserError(f"task.seq_len={config.seq_len}: a passkey prompt needs at least 128 tokens")
+        if config.min_seq_len and not 128 <= config.min_seq_len <= config.seq_len:
+            raise UserError(f"task.min_seq_len={config.min_seq_len}: give 0 (every prompt seq_len long) or a length "
+                            f"from 128 to task.seq_len={config.seq_len}")
         if config.loss_on not in ("answer", "all"):
             raise UserError(f"task.loss_on={config.loss_on!r}: choose answer or all")
         self.tokenizer = ByteTokenizer()
@@ -113,7 +128,8 @@ class PasskeyTask(Task):
         c = self.config
         haystack = training_haystack(c.haystack, self.tokenizer)
         return {split: PasskeySequences(count, c.seq_len, f"{c.seed}-{split}",
-                                        c.loss_on if split == "train" else "answer", haystack)
+                                        c.loss_on if split == "train" else "answer", haystack,
+                                        c.min_seq_len if split == "train" else 0)
                 for split, count in (("train", c.n_train), ("val", c.n_val), ("test", c.n_test))}
 
     def build_model(self, model_config: TitansConfig) -> nn.Module:

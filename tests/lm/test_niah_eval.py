@@ -14,6 +14,7 @@ from titans_seq.tasks.language_model import LanguageModel
 from titans_seq.memory import NeuralMemory
 from titans_seq.tasks.lm.niah_eval import NeedleResult, accuracy_table, scale_forgetting
 from titans_seq.tasks.lm.passkey import IGNORE, PasskeyConfig, PasskeySequences, PasskeyTask
+from titans_seq.tasks.lm.tokenizers import ByteTokenizer
 
 from .conftest import TINY_MODEL
 
@@ -78,6 +79,31 @@ def test_passkey_sequences_can_train_on_every_token():
     assert torch.equal(every[0], answer_only[0]) and torch.equal(every[1][:-1], every[0][1:])
     asked = answer_only[1] != IGNORE
     assert torch.equal(every[1][asked], answer_only[1][asked])
+
+
+@pytest.mark.parametrize("loss_on", ["answer", "all"])
+def test_passkey_prompts_of_varied_length_end_their_answer_at_varied_places(loss_on):
+    sequences = PasskeySequences(64, 256, "s", loss_on=loss_on, min_length=128)
+    ends = set()
+    for inputs, targets in (sequences[i] for i in range(len(sequences))):
+        assert inputs.shape == targets.shape == (256,)
+        answer_end = int((targets != IGNORE).nonzero().max()) + 1     # padding after the answer is never a target
+        assert 128 <= answer_end <= 256 and (inputs[answer_end:] == ByteTokenizer().eos_id).all()
+        key = bytes(targets[answer_end - 5:answer_end].tolist()).decode()
+        assert key.isdigit() and f"The pass key is {key}." in bytes(inputs[1:answer_end].tolist()).decode()
+        ends.add(answer_end % 64)
+    assert len(ends) > 16                   # the answer's place in a segment of 64 varies
+    first = sequences[3]
+    assert all(torch.equal(a, b) for a, b in zip(first, sequences[3]))      # the same prompt every time it is read
+
+
+def test_only_the_training_prompts_vary_and_a_bad_minimum_is_one_line():
+    splits = PasskeyTask(PasskeyConfig(seq_len=256, min_seq_len=128, n_train=32, n_val=8, n_test=8)).datasets()
+    answer_ends = {split: [int((splits[split][i][1] != IGNORE).nonzero().max()) for i in range(8)]
+                   for split in ("train", "test")}
+    assert answer_ends["test"] == [255] * 8 and min(answer_ends["train"]) < 255
+    with pytest.raises(UserError, match=r"task.min_seq_len=300: give 0 .* from 128 to task.seq_len=256"):
+        PasskeyTask(PasskeyConfig(seq_len=256, min_seq_len=300))
 
 
 def test_passkey_keys_can_hide_in_a_text_file(tmp_path):
