@@ -16,7 +16,8 @@ CASES = [pytest.param(v, {}, id=v) for v in VARIANTS] + [
     pytest.param("mac", {"memory_chunk_budget": 0.5, "memory_lr_max": 0.5}, id="mac-write-budget"),
     pytest.param("mag", {"memory_chunk_budget": 0.5, "memory_lr_max": 0.5}, id="mag-write-budget"),
     pytest.param("mac", {"memory_decay_target": "init"}, id="mac-decay-to-init"),
-    pytest.param("lmm", {"memory_decay_target": "init"}, id="lmm-decay-to-init")]
+    pytest.param("lmm", {"memory_decay_target": "init"}, id="lmm-decay-to-init"),
+    pytest.param("mac", {"memory_bound_by_input_norm": True, "memory_lr_max": 0.5}, id="mac-bounded-steps")]
 
 
 def small_model(variant, **kw):

@@ -86,3 +86,21 @@ def test_decay_toward_init_keeps_the_initial_memory_where_decay_toward_zero_forg
 def test_decay_target_is_checked():
     with pytest.raises(ValueError, match="decay_target"):
         NeuralMemory(32, 2, decay_target="half")
+
+
+def test_bounded_steps_reach_the_operator_and_stream_exactly():
+    """bound_by_input_norm changes the layer's output (its hidden inputs pass norm 1) and, read in pieces
+    through the state, gives the whole sequence's output."""
+    torch.manual_seed(0)
+    free = NeuralMemory(32, 2, chunk_size=4, lr_max=0.5).double()
+    bounded = NeuralMemory(32, 2, chunk_size=4, lr_max=0.5, bound_by_input_norm=True).double()
+    bounded.load_state_dict(free.state_dict())
+    with torch.no_grad():
+        for layer in (free, bounded):
+            layer.weights[0].mul_(4.0)            # hidden activations of squared norm well above 1
+    x = torch.randn(2, 19, 32, dtype=torch.float64)
+    whole, _ = bounded(x)
+    assert not torch.allclose(whole, free(x)[0], atol=1e-3)
+    first, state = bounded(x[:, :6])
+    second, _ = bounded(x[:, 6:], state)
+    assert torch.allclose(torch.cat((first, second), 1), whole, atol=1e-12)

@@ -2,9 +2,12 @@ import random
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from titans_seq.memory import MemoryState, neural_memory, retrieve
 from titans_seq.memory import chunked
+from titans_seq.memory.activations import get_activation
+from titans_seq.memory.chunked import memory_mlp
 from titans_seq.memory.ops import resolve_backend
 from titans_seq.memory.chunked import segment_products
 from titans_seq.memory.state import ChunkLayout
@@ -310,8 +313,82 @@ def test_decay_toward_an_anchor_is_split_invariant():
 
 def test_decay_toward_an_anchor_needs_a_backend_that_has_it():
     tensors, n, anchor = anchored_inputs(8, 2, seed=1)
-    with pytest.raises(ValueError, match="decays toward zero only"):
+    with pytest.raises(ValueError, match="torch_recompute memory backend has no decay toward an anchor"):
         call(tensors, n, chunk_size=4, anchor=anchor, backend="torch_recompute")
     with pytest.raises(ValueError, match="anchor"):
         call(tensors, n, chunk_size=4, anchor=anchor[:1])
-    assert resolve_backend("auto", torch.device("cuda"), 2, anchored=True) == "torch"
+    assert resolve_backend("auto", torch.device("cuda"), 2, ("decay toward an anchor",)) == "torch"
+
+
+def wide_inputs(T, depth, seed, requires_grad=False):
+    """Keys of norm 2 and a first layer three times wider than unit: inputs whose squared norms pass 1."""
+    tensors, n = make_inputs(T=T, dims=DEPTH_DIMS[depth], seed=seed)
+    with torch.no_grad():
+        tensors[1].mul_(2.0)
+        tensors[6].mul_(3.0)
+    for t in tensors:
+        t.requires_grad_(requires_grad)
+    return tensors, n
+
+
+@pytest.mark.parametrize("depth", [1, 2, 3])
+@pytest.mark.parametrize("chunk_size", [1, 4, 16])
+def test_steps_bounded_by_input_norm_match_sequential_reference(depth, chunk_size):
+    tensors, n = wide_inputs(37, depth, seed=depth * 7 + chunk_size)
+    y, state = call(tensors, n, chunk_size=chunk_size, bound_by_input_norm=True)
+    y_ref, W_ref, S_ref = sequential_memory(*tensors[:6], tensors[6:], chunk_size, bound_by_input_norm=True)
+    assert rel_err(y, y_ref) <= 1e-10
+    for W, Wr, S, Sr in zip(state.weights, W_ref, state.surprise, S_ref):
+        assert rel_err(W, Wr) <= 1e-10 and rel_err(S, Sr) <= 1e-10
+    y_free, _ = call(tensors, n, chunk_size=chunk_size)
+    assert not torch.allclose(y, y_free, atol=1e-3)      # the bound changes the memory (the free one may diverge)
+
+
+@pytest.mark.parametrize("depth", [1, 2])
+def test_steps_bounded_by_input_norm_gradients_match_reference(depth):
+    tensors, n = wide_inputs(13, depth, seed=31, requires_grad=True)
+    y, state = call(tensors, n, chunk_size=4, bound_by_input_norm=True)
+    y_ref, W_ref, _ = sequential_memory(*tensors[:6], tensors[6:], 4, bound_by_input_norm=True)
+    probe = torch.randn_like(y)
+    probe_w = [torch.randn_like(W) for W in W_ref]
+    out = (y * probe).sum() + sum((W * P).sum() for W, P in zip(state.weights, probe_w))
+    out_ref = (y_ref * probe).sum() + sum((W * P).sum() for W, P in zip(W_ref, probe_w))
+    for g, gr in zip(torch.autograd.grad(out, tensors), torch.autograd.grad(out_ref, tensors)):
+        assert rel_err(g, gr) <= 1e-10
+
+
+def test_steps_bounded_by_input_norm_are_split_invariant_and_need_autograd():
+    tensors, n = wide_inputs(30, 2, seed=4)
+    q, k, v, lr, momentum, decay = tensors[:6]
+    y, state = call(tensors, n, chunk_size=4, bound_by_input_norm=True)
+    ys, split_state = [], None
+    for a, b in ((0, 7), (7, 8), (8, 30)):
+        piece = [t[:, a:b] for t in (q, k, v, lr, momentum, decay)]
+        y_piece, split_state = neural_memory(*piece, tensors[6:], chunk_size=4, state=split_state,
+                                             bound_by_input_norm=True)
+        ys.append(y_piece)
+    assert rel_err(torch.cat(ys, dim=1), y) <= 1e-12
+    with pytest.raises(ValueError, match="torch_recompute memory backend has no steps bounded by input norm"):
+        call(tensors, n, chunk_size=4, bound_by_input_norm=True, backend="torch_recompute")
+    assert resolve_backend("auto", torch.device("cuda"), 2, ("steps bounded by input norm",)) == "torch"
+
+
+def test_a_wide_hidden_layer_diverges_unless_its_steps_are_bounded():
+    """One unit key written 60 times at a step of 0.5: the second layer's input has a squared norm
+    near 20, so each step overshoots its value ever further; divided by that norm, the memory settles."""
+    g = torch.Generator().manual_seed(0)
+    k = F.normalize(torch.randn(1, 1, 1, 4, generator=g, dtype=torch.float64), dim=-1).expand(1, 60, 1, 4)
+    v = torch.randn(1, 1, 1, 4, generator=g, dtype=torch.float64).expand(1, 60, 1, 4)
+    weights = [2 * torch.randn(1, 4, 16, generator=g, dtype=torch.float64),
+               torch.randn(1, 16, 4, generator=g, dtype=torch.float64) / 4]
+    gates = [torch.full((1, 60, 1), value, dtype=torch.float64) for value in (0.5, 0.0, 0.0)]
+    assert F.silu(k[0, 0] @ weights[0][0]).square().sum() > 15
+
+    def error_and_size(**options):
+        _, state = neural_memory(k, k, v, *gates, weights, chunk_size=1, **options)
+        read = memory_mlp(k[:, :1].transpose(1, 2), state.weights, get_activation("silu"))
+        return (read.squeeze() - v[0, 0, 0]).norm().item(), state.weights[1].norm().item()
+
+    free, bounded = error_and_size(), error_and_size(bound_by_input_norm=True)
+    assert free[0] > 1 and free[1] > 1e5
+    assert bounded[0] < 1e-6 and bounded[1] < 10

@@ -23,6 +23,8 @@ class TitansConfig:
     memory_damped_momentum: bool = False  # theta_t also scaled by (1 - eta_t): steps stay <= lr_max (low-entropy inputs)
     memory_chunk_budget: float | None = None  # bound a chunk's summed steps along a key, momentum counted
     memory_decay_target: str = "zero"  # what the decay forgets toward: zero (the paper's) | init (the learnt W_0)
+    memory_bound_by_input_norm: bool = False  # each memory layer's step / max(1, |its input|^2): a wide hidden
+                                              # layer cannot overshoot (torch backend only)
     memory_backend: str = "auto"     # torch | torch_recompute (less memory) | triton | auto (triton on CUDA)
     chunk_size: int = 64             # tokens per memory update chunk (gradients at chunk-start weights)
     segment_len: int = 128           # MAC: tokens per segment attended together with the memory

@@ -97,14 +97,21 @@ def _add_outer_sum(base: Tensor, a: Tensor, scale: Tensor, e: Tensor) -> Tensor:
     return torch.baddbmm(base.flatten(0, 1), a.flatten(0, 1).mT, e.flatten(0, 1)).view(base.shape)
 
 
-def _chunks(q, k, v, lr, momentum, decay, weights, surprise, act, chunk_weights=None, anchor=None):
+def input_bounded(path: KeyPath) -> list[Tensor]:
+    """Each layer's errors divided by max(1, ||a_s||^2), a_s its input for token s: a step then moves
+    the layer's output at a_s by at most theta_s times its error, as a unit key's step does."""
+    return [e / a.square().sum(-1, keepdim=True).clamp_min(1.0) for a, e in zip(path.inputs, path.errors)]
+
+
+def _chunks(q, k, v, lr, momentum, decay, weights, surprise, act, chunk_weights=None, anchor=None, bound=False):
     """N consecutive chunks of n tokens: per-token outputs, and a function that gives the (weights,
     surprise) after them (the last chunk's update runs only when the state is wanted).
 
     Tensors are (B, H, N, n, D) and gates (B, H, N, n); ``surprise`` is None when it is zero;
     ``chunk_weights`` (N = 1 only) are the weights the gradients are taken at when they are not
     the entering ones (a chunk resumed part-way); ``anchor`` (None: zero) the weights the decay pulls
-    toward, (H, D_{l-1}, D_l) per layer. Only the key gradients and the end-of-chunk
+    toward, (H, D_{l-1}, D_l) per layer; ``bound`` divides each layer's gradients by its inputs'
+    squared norms (:func:`input_bounded`). Only the key gradients and the end-of-chunk
     updates run chunk after chunk; the coefficients and every read are batched over the N chunks.
     """
     keep = 1 - decay
@@ -128,7 +135,7 @@ def _chunks(q, k, v, lr, momentum, decay, weights, surprise, act, chunk_weights=
         entering_s.append(surprise)
         path = key_path(k_c, v_c, chunk_weights or weights, act)
         inputs.append(path.inputs)
-        errors.append(path.errors)
+        errors.append(input_bounded(path) if bound else path.errors)
 
     B, H, N = q.shape[:3]
     with_surprise = any(S is not None for S in entering_s)
@@ -162,13 +169,15 @@ def state_after_chunk(weights, surprise, a, e, w, s, g, d, p, anchor=None):
 def chunked_neural_memory(q: Tensor, k: Tensor, v: Tensor, lr: Tensor, momentum: Tensor,
                           decay: Tensor, weights: list[Tensor], *, chunk_size: int,
                           state: MemoryState | None = None, activation: str = "silu",
-                          anchor: list[Tensor] | None = None, autograd: bool = True) -> tuple[Tensor, MemoryState]:
+                          anchor: list[Tensor] | None = None, bound_by_input_norm: bool = False,
+                          autograd: bool = True) -> tuple[Tensor, MemoryState]:
     """The torch backend of :func:`titans_seq.memory.neural_memory` (arguments as there).
 
     Autograd differentiates this module's form. With ``autograd=False`` (the ``torch_recompute``
     backend) the chunks run through ``chunked_function.ChunkSweep`` and its hand-written backward
     instead, which keeps only the chunk-start states: less memory, but slower on a CPU today
-    (docs/benchmarks.md); its backward covers decay toward zero only (no ``anchor``).
+    (docs/benchmarks.md); its backward covers decay toward zero and unbounded steps only (no ``anchor``,
+    no ``bound_by_input_norm``).
     """
     from .chunked_function import fused_chunks   # it builds on this module's helpers
 
@@ -176,8 +185,11 @@ def chunked_neural_memory(q: Tensor, k: Tensor, v: Tensor, lr: Tensor, momentum:
     if state is not None:
         tensors += [*state.weights, *state.surprise, *state.chunk_weights]
     needs_grad = torch.is_grad_enabled() and any(t.requires_grad for t in tensors)
-    assert anchor is None or autograd, "the hand-written backward covers decay toward zero only"
+    assert (anchor is None and not bound_by_input_norm) or autograd, \
+        "the hand-written backward covers decay toward zero and unbounded steps only"
     sweep = fused_chunks if needs_grad and not autograd else _chunks
+    if bound_by_input_norm:
+        sweep = functools.partial(sweep, bound=True)
     with torch.autocast(q.device.type, enabled=False):   # the memory learns in float32 under mixed precision
         return _run(q, k, v, lr, momentum, decay, weights, chunk_size, state, activation, sweep, anchor)
 

@@ -38,12 +38,14 @@ class NeuralMemory(nn.Module):
     re-applications counted (``write_budget.py``), so that lr_max may allow strong single writes.
     ``decay_target`` is what the decay forgets toward: ``zero`` (the paper's) or ``init``, the learnt
     initial weights, so that a long sequence fades the memory's writes but never the function it starts from.
+    ``bound_by_input_norm`` divides each memory layer's step by max(1, |its input|^2), so that the hidden
+    layers, whose inputs are not unit keys, move their outputs no further than a unit key's step does.
     """
 
     def __init__(self, d_model: int, n_heads: int, head_dim: int | None = None, depth: int = 2,
                  expansion: int = 4, chunk_size: int = 64, conv_kernel: int = 4, lr_max: float | None = None,
                  activation: str = "silu", backend: str = "auto", eps: float = 1e-6, damped_momentum: bool = False,
-                 chunk_budget: float | None = None, decay_target: str = "zero"):
+                 chunk_budget: float | None = None, decay_target: str = "zero", bound_by_input_norm: bool = False):
         super().__init__()
         if decay_target not in DECAY_TARGETS:
             raise ValueError(f"decay_target must be one of {', '.join(DECAY_TARGETS)}; got {decay_target!r}")
@@ -54,7 +56,7 @@ class NeuralMemory(nn.Module):
         # of them about 1 / (1 - eta) times: see docs/concepts/memory.md, "Stability of the inner loop".
         self.lr_max, self.damped_momentum = lr_max or 1.0 / chunk_size, damped_momentum
         self.activation, self.backend, self.chunk_budget = activation, backend, chunk_budget
-        self.decay_target = decay_target
+        self.decay_target, self.bound_by_input_norm = decay_target, bound_by_input_norm
         self.to_qkv = nn.Linear(d_model, 3 * inner, bias=False)
         self.conv = ShortConv(3 * inner, conv_kernel)
         self.to_gates = nn.Linear(d_model, 3 * n_heads)
@@ -95,7 +97,8 @@ class NeuralMemory(nn.Module):
         y, memory = neural_memory(q, k, v, lr, momentum, decay, weights,
                                   chunk_size=self.chunk_size, activation=self.activation,
                                   state=None if state is None else state.memory,
-                                  anchor=weights if self.decay_target == "init" else None, backend=self.backend)
+                                  anchor=weights if self.decay_target == "init" else None,
+                                  bound_by_input_norm=self.bound_by_input_norm, backend=self.backend)
         return self._read_out(y, x), NeuralMemoryState(conv, memory, budget)
 
     def queries(self, x: Tensor, cache: Tensor | None = None, convolve: bool = False) -> tuple[Tensor, Tensor | None]:

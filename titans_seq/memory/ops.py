@@ -26,21 +26,22 @@ else:
     BACKENDS["triton"] = triton_neural_memory
 
 
-ANCHORED_BACKENDS = ("torch",)   # the backends whose decay may pull toward an anchor (the others: toward zero)
+AUTOGRAD_BACKENDS = ("torch",)   # the backends that run the options the hand-written backwards lack
 
 
-def resolve_backend(backend: str, device: torch.device, depth: int = 1, anchored: bool = False) -> str:
-    """The backend that runs a memory of ``depth`` layers on ``device`` (``anchored``: decaying toward
-    an anchor): ``auto`` picks the fastest one available. This is the one place that sends a call from
+def resolve_backend(backend: str, device: torch.device, depth: int = 1, needs: tuple[str, ...] = ()) -> str:
+    """The backend that runs a memory of ``depth`` layers on ``device`` with the options ``needs`` names
+    (those only autograd differentiates: "decay toward an anchor", "steps bounded by input norm"):
+    ``auto`` picks the fastest one available. This is the one place that sends a call from
     the Triton kernels to the torch backend before it starts (a kernel too large for the GPU is found
     at launch: see ``triton_backend``)."""
     if backend == "auto":
-        return "triton" if device.type == "cuda" and depth <= TRITON_MAX_DEPTH and not anchored else "torch"
+        return "triton" if device.type == "cuda" and depth <= TRITON_MAX_DEPTH and not needs else "torch"
     if backend not in BACKENDS:
         raise ValueError(f"unknown memory backend {backend!r}; choose one of {['auto', *BACKENDS]}")
-    if anchored and backend not in ANCHORED_BACKENDS:
-        raise ValueError(f"the {backend} memory backend decays toward zero only; decay toward an anchor "
-                         f"runs on {' or '.join(ANCHORED_BACKENDS)} (or auto)")
+    if needs and backend not in AUTOGRAD_BACKENDS:
+        raise ValueError(f"the {backend} memory backend has no {' and no '.join(needs)}; "
+                         f"they run on {' or '.join(AUTOGRAD_BACKENDS)} (or auto)")
     if backend == "triton":
         if device.type != "cuda" and os.environ.get("TRITON_INTERPRET") != "1":
             raise ValueError("the triton memory backend needs CUDA tensors (or TRITON_INTERPRET=1 on the CPU)")
@@ -80,7 +81,7 @@ def _check_shapes(q, k, v, gates, weights, chunk_size, state):
 def neural_memory(q: Tensor, k: Tensor, v: Tensor, lr: Tensor, momentum: Tensor, decay: Tensor,
                   weights: list[Tensor], *, chunk_size: int, state: MemoryState | None = None,
                   activation: str = "silu", anchor: list[Tensor] | None = None,
-                  backend: str = "torch") -> tuple[Tensor, MemoryState]:
+                  bound_by_input_norm: bool = False, backend: str = "torch") -> tuple[Tensor, MemoryState]:
     """Write (k, v) into the memory token by token and read q_t through the memory after token t.
 
     Args:
@@ -97,6 +98,9 @@ def neural_memory(q: Tensor, k: Tensor, v: Tensor, lr: Tensor, momentum: Tensor,
         activation: of the memory MLP's hidden layers.
         anchor: L tensors shaped as ``weights``, toward which the decay pulls the memory:
             W_t = (1 - alpha_t) W_{t-1} + alpha_t anchor + S_t. None: toward zero, the paper's.
+        bound_by_input_norm: divide each layer's gradient for token t by max(1, ||a_t||^2), a_t that
+            layer's input (the key for the first, a hidden activation after), so that a step moves
+            no layer's output by more than theta_t times its error.
         backend: ``torch``, ``auto`` or another registered backend.
 
     Returns:
@@ -106,8 +110,11 @@ def neural_memory(q: Tensor, k: Tensor, v: Tensor, lr: Tensor, momentum: Tensor,
     if anchor is not None and [A.shape for A in anchor] != [W.shape for W in weights]:
         raise ValueError("the anchor must hold one tensor per memory layer, shaped as the weights")
     get_activation(activation)
-    run = BACKENDS[resolve_backend(backend, q.device, len(weights), anchored=anchor is not None)]
-    kwargs = {} if anchor is None else {"anchor": anchor}
+    needs = (("decay toward an anchor",) if anchor is not None else ()) + (
+        ("steps bounded by input norm",) if bound_by_input_norm else ())
+    run = BACKENDS[resolve_backend(backend, q.device, len(weights), needs)]
+    kwargs = {**({} if anchor is None else {"anchor": anchor}),
+              **({"bound_by_input_norm": True} if bound_by_input_norm else {})}
     return run(q, k, v, lr, momentum, decay, weights, chunk_size=chunk_size, state=state,
                activation=activation, **kwargs)
 
