@@ -133,15 +133,37 @@ def test_gradcheck(depth):
     assert torch.autograd.gradcheck(lambda *ts: call(list(ts), n, chunk_size=3)[0], tensors)
 
 
-def split_run(tensors, n, chunk_size, cuts):
+def split_run(tensors, n, chunk_size, cuts, **options):
     q, k, v, lr, momentum, decay = tensors[:6]
     ys, state = [], None
     bounds = [0, *cuts, q.shape[1]]
     for a, b in zip(bounds[:-1], bounds[1:]):
         piece = [t[:, a:b] for t in (q, k, v, lr, momentum, decay)]
-        y, state = neural_memory(*piece, tensors[6:], chunk_size=chunk_size, state=state)
+        y, state = neural_memory(*piece, tensors[6:6 + n], chunk_size=chunk_size, state=state, **options)
         ys.append(y)
     return torch.cat(ys, dim=1), state
+
+
+def assert_matches_reference(tensors, n, chunk_size, **options):
+    """The output and final state against the sequential reference's, with the same options; the output."""
+    y, state = call(tensors, n, chunk_size=chunk_size, **options)
+    y_ref, W_ref, S_ref = sequential_memory(*tensors[:6], tensors[6:6 + n], chunk_size, **options)
+    assert rel_err(y, y_ref) <= 1e-10
+    for W, Wr, S, Sr in zip(state.weights, W_ref, state.surprise, S_ref):
+        assert rel_err(W, Wr) <= 1e-10 and rel_err(S, Sr) <= 1e-10
+    return y
+
+
+def assert_gradients_match_reference(tensors, n, leaves, **options):
+    """The gradients for ``leaves`` of the output and final weights against the sequential reference's."""
+    y, state = call(tensors, n, chunk_size=4, **options)
+    y_ref, W_ref, _ = sequential_memory(*tensors[:6], tensors[6:6 + n], 4, **options)
+    probe = torch.randn_like(y)
+    probe_w = [torch.randn_like(W) for W in W_ref]
+    out = (y * probe).sum() + sum((W * P).sum() for W, P in zip(state.weights, probe_w))
+    out_ref = (y_ref * probe).sum() + sum((W * P).sum() for W, P in zip(W_ref, probe_w))
+    for g, gr in zip(torch.autograd.grad(out, leaves), torch.autograd.grad(out_ref, leaves)):
+        assert rel_err(g, gr) <= 1e-10
 
 
 @pytest.mark.parametrize("chunk_size", [1, 4, 16])
@@ -273,11 +295,7 @@ def anchored_inputs(T, depth, seed, requires_grad=False):
 @pytest.mark.parametrize("chunk_size", [1, 4, 16])
 def test_decay_toward_an_anchor_matches_sequential_reference(depth, chunk_size):
     tensors, n, anchor = anchored_inputs(37, depth, seed=depth * 10 + chunk_size)
-    y, state = call(tensors, n, chunk_size=chunk_size, anchor=anchor)
-    y_ref, W_ref, S_ref = sequential_memory(*tensors[:6], tensors[6:], chunk_size, anchor=anchor)
-    assert rel_err(y, y_ref) <= 1e-10
-    for W, Wr, S, Sr in zip(state.weights, W_ref, state.surprise, S_ref):
-        assert rel_err(W, Wr) <= 1e-10 and rel_err(S, Sr) <= 1e-10
+    y = assert_matches_reference(tensors, n, chunk_size, anchor=anchor)
     y_zero, _ = call(tensors, n, chunk_size=chunk_size)
     assert rel_err(y, y_zero) > 1e-3                     # the anchor does change the memory
 
@@ -285,28 +303,14 @@ def test_decay_toward_an_anchor_matches_sequential_reference(depth, chunk_size):
 @pytest.mark.parametrize("depth", [1, 2])
 def test_decay_toward_an_anchor_gradients_match_reference(depth):
     tensors, n, anchor = anchored_inputs(13, depth, seed=21, requires_grad=True)
-    y, state = call(tensors, n, chunk_size=4, anchor=anchor)
-    y_ref, W_ref, _ = sequential_memory(*tensors[:6], tensors[6:], 4, anchor=anchor)
-    probe = torch.randn_like(y)
-    probe_w = [torch.randn_like(W) for W in W_ref]
-    out = (y * probe).sum() + sum((W * P).sum() for W, P in zip(state.weights, probe_w))
-    out_ref = (y_ref * probe).sum() + sum((W * P).sum() for W, P in zip(W_ref, probe_w))
-    grads = torch.autograd.grad(out, tensors + anchor)
-    grads_ref = torch.autograd.grad(out_ref, tensors + anchor)
-    for g, gr in zip(grads, grads_ref):
-        assert rel_err(g, gr) <= 1e-10
+    assert_gradients_match_reference(tensors, n, tensors + anchor, anchor=anchor)
 
 
 def test_decay_toward_an_anchor_is_split_invariant():
     tensors, n, anchor = anchored_inputs(30, 2, seed=3)
-    q, k, v, lr, momentum, decay = tensors[:6]
     y, state = call(tensors, n, chunk_size=4, anchor=anchor)
-    ys, split_state = [], None
-    for a, b in ((0, 7), (7, 8), (8, 30)):
-        piece = [t[:, a:b] for t in (q, k, v, lr, momentum, decay)]
-        y_piece, split_state = neural_memory(*piece, tensors[6:], chunk_size=4, state=split_state, anchor=anchor)
-        ys.append(y_piece)
-    assert rel_err(torch.cat(ys, dim=1), y) <= 1e-12
+    y_split, split_state = split_run(tensors, n, 4, [7, 8], anchor=anchor)
+    assert rel_err(y_split, y) <= 1e-12
     for a, b in zip(split_state.weights + split_state.surprise, state.weights + state.surprise):
         assert rel_err(a, b) <= 1e-12
 
@@ -335,11 +339,7 @@ def wide_inputs(T, depth, seed, requires_grad=False):
 @pytest.mark.parametrize("chunk_size", [1, 4, 16])
 def test_steps_bounded_by_input_norm_match_sequential_reference(depth, chunk_size):
     tensors, n = wide_inputs(37, depth, seed=depth * 7 + chunk_size)
-    y, state = call(tensors, n, chunk_size=chunk_size, bound_by_input_norm=True)
-    y_ref, W_ref, S_ref = sequential_memory(*tensors[:6], tensors[6:], chunk_size, bound_by_input_norm=True)
-    assert rel_err(y, y_ref) <= 1e-10
-    for W, Wr, S, Sr in zip(state.weights, W_ref, state.surprise, S_ref):
-        assert rel_err(W, Wr) <= 1e-10 and rel_err(S, Sr) <= 1e-10
+    y = assert_matches_reference(tensors, n, chunk_size, bound_by_input_norm=True)
     y_free, _ = call(tensors, n, chunk_size=chunk_size)
     assert not torch.allclose(y, y_free, atol=1e-3)      # the bound changes the memory (the free one may diverge)
 
@@ -347,27 +347,13 @@ def test_steps_bounded_by_input_norm_match_sequential_reference(depth, chunk_siz
 @pytest.mark.parametrize("depth", [1, 2])
 def test_steps_bounded_by_input_norm_gradients_match_reference(depth):
     tensors, n = wide_inputs(13, depth, seed=31, requires_grad=True)
-    y, state = call(tensors, n, chunk_size=4, bound_by_input_norm=True)
-    y_ref, W_ref, _ = sequential_memory(*tensors[:6], tensors[6:], 4, bound_by_input_norm=True)
-    probe = torch.randn_like(y)
-    probe_w = [torch.randn_like(W) for W in W_ref]
-    out = (y * probe).sum() + sum((W * P).sum() for W, P in zip(state.weights, probe_w))
-    out_ref = (y_ref * probe).sum() + sum((W * P).sum() for W, P in zip(W_ref, probe_w))
-    for g, gr in zip(torch.autograd.grad(out, tensors), torch.autograd.grad(out_ref, tensors)):
-        assert rel_err(g, gr) <= 1e-10
+    assert_gradients_match_reference(tensors, n, tensors, bound_by_input_norm=True)
 
 
 def test_steps_bounded_by_input_norm_are_split_invariant_and_need_autograd():
     tensors, n = wide_inputs(30, 2, seed=4)
-    q, k, v, lr, momentum, decay = tensors[:6]
-    y, state = call(tensors, n, chunk_size=4, bound_by_input_norm=True)
-    ys, split_state = [], None
-    for a, b in ((0, 7), (7, 8), (8, 30)):
-        piece = [t[:, a:b] for t in (q, k, v, lr, momentum, decay)]
-        y_piece, split_state = neural_memory(*piece, tensors[6:], chunk_size=4, state=split_state,
-                                             bound_by_input_norm=True)
-        ys.append(y_piece)
-    assert rel_err(torch.cat(ys, dim=1), y) <= 1e-12
+    y, _ = call(tensors, n, chunk_size=4, bound_by_input_norm=True)
+    assert rel_err(split_run(tensors, n, 4, [7, 8], bound_by_input_norm=True)[0], y) <= 1e-12
     with pytest.raises(ValueError, match="torch_recompute memory backend has no steps bounded by input norm"):
         call(tensors, n, chunk_size=4, bound_by_input_norm=True, backend="torch_recompute")
     assert resolve_backend("auto", torch.device("cuda"), 2, ("steps bounded by input norm",)) == "torch"
