@@ -228,6 +228,9 @@ def test_the_report_names_each_run_that_skipped_a_step_or_stopped(tmp_path, monk
     assert "| transformer | — | — |" in (base / "results.md").read_text()     # no figures from a stopped run
     failed = base / "demo" / "transformer" / "seed-0" / "failed.json"
     assert json.loads(failed.read_text())["error"].startswith("stopped: 5 non-finite")
+    stopped = [json.loads(line) for line in (base / "records.jsonl").read_text().splitlines() if '"failed"' in line]
+    assert [(r["model"], r["seed"], r["git_revision"]) for r in stopped] == [
+        ("transformer", 0, json.loads(failed.read_text())["git_revision"])]
     assert main(["bench", str(suite), "--variants", "mac"]) == 0        # the stopped run, not asked, stays named
     assert note in (base / "report.md").read_text()
     monkeypatch.setattr(bench, "train", real_train)

@@ -145,8 +145,8 @@ def run_suite(path: Path, out: Path | None = None, variants: list[str] | None = 
     stages = {run: [load_recipe(run.column.recipe, list(stage)) for stage in run.stages] for run in runs}
     recipes = {run: stages[run][-1] for run in runs}      # the last stage's test is the run's result
     finished = {run: record for run in runs if (record := run_record(stages[run])) is not None}
-    failed: dict[Run, str] = {run: json.loads((run.run_dir / FAILED).read_text())["error"] for run in runs
-                              if run not in asked and run not in finished and (run.run_dir / FAILED).is_file()}
+    failed: dict[Run, dict] = {run: json.loads((run.run_dir / FAILED).read_text()) for run in runs
+                               if run not in asked and run not in finished and (run.run_dir / FAILED).is_file()}
     todo = [run for run in asked if run not in finished]
     if dry_run:
         done = f"{len(finished)} of the suite's {len(everything)} runs finished before"
@@ -171,8 +171,8 @@ def run_suite(path: Path, out: Path | None = None, variants: list[str] | None = 
                     _train_in_process(run.column.recipe, overrides, recipe, cores)
             finished[run] = run_record(stages[run])
         except (UserError, TrainingError) as error:
-            failed[run] = str(error)
-            write_atomically(run.run_dir / FAILED, json.dumps({"error": str(error), "git_revision": git_revision()}))
+            failed[run] = {"error": str(error), "git_revision": git_revision()}
+            write_atomically(run.run_dir / FAILED, json.dumps(failed[run]))
             print(f"== {run.column.label} / {run.variant} / seed {run.seed} failed: {error}", flush=True)
         finally:
             shares.put(cores)
@@ -185,7 +185,8 @@ def run_suite(path: Path, out: Path | None = None, variants: list[str] | None = 
         with ThreadPoolExecutor(max_workers=jobs) as pool:
             list(pool.map(train_one, todo))
     progress.close()
-    records = [{**(finished[run] if run in finished else {"failed": failed[run], "seed": run.seed, "metrics": {}}),
+    records = [{**(finished[run] if run in finished else {"failed": failed[run]["error"], "seed": run.seed,
+                                                          "metrics": {}, "git_revision": failed[run]["git_revision"]}),
                 "model": run.variant, "group": run.column.group, "recipe": run.column.label,
                 "column": {"recipe": run.column.recipe, "dataset": run.column.dataset,
                            "settings": dict(run.column.settings)}, "run_dir": str(recipes[run].run_dir)}
@@ -195,8 +196,8 @@ def run_suite(path: Path, out: Path | None = None, variants: list[str] | None = 
     table = suite_tables([r for r in records if not is_failed(r)], suite)
     write_atomically(out or base / "results.md", f"# {suite.name}\n\n{table}")
     write_report(suite, records, base)
-    failed = {run: error for run, error in failed.items() if run in todo}
+    failed = {run: failure for run, failure in failed.items() if run in todo}
     if failed:
         raise TrainingError(f"{len(failed)} of {len(todo)} runs failed, the rest are tabulated in {base / 'report.md'}"
-                            f"; the first: {next(iter(failed.values()))}")
+                            f"; the first: {next(iter(failed.values()))['error']}")
     return table + f"\nreport: {base / 'report.md'} (figures in {base / 'figures'})"
