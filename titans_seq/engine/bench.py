@@ -162,12 +162,13 @@ def run_suite(path: Path, out: Path | None = None, variants: list[str] | None = 
         (run.run_dir / FAILED).unlink(missing_ok=True)
         try:
             for number, (overrides, recipe) in enumerate(zip(run.stages, stages[run]), 1):
-                record = finished_record(recipe)   # an earlier stage done before (a curriculum resumes there)
-                if record is None and jobs == 1:
+                if finished_record(recipe) is not None:   # an earlier stage done before (a curriculum resumes there)
+                    continue
+                if jobs == 1:
                     print(f"== {run.column.label} / {run.variant} / seed {run.seed}"
                           + (f" / stage {number} of {len(run.stages)}" if len(run.stages) > 1 else ""), flush=True)
-                    record = train(recipe)
-                elif record is None:
+                    train(recipe)
+                else:
                     _train_in_process(run.column.recipe, overrides, recipe, cores)
             finished[run] = run_record(stages[run])
         except (UserError, TrainingError) as error:
