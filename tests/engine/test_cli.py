@@ -173,7 +173,10 @@ def test_bench_groups_an_axis_jobs_and_the_plan(tmp_path, capsys):
     assert capsys.readouterr().out.splitlines()[-1] == "3 of the suite's 3 runs finished before"
 
 
-@pytest.mark.parametrize("suite", ["paper_cpu", "paper", "ett", "ett_512", "gue_cpu", "passkey"])
+PACKAGED_SUITES = sorted(path.stem for path in (Path(__file__).resolve().parents[2] / "recipes" / "suites").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("suite", PACKAGED_SUITES)
 def test_a_packaged_suite_plans_every_family(suite, capsys):
     assert main(["bench", suite, "--seeds", "0", "--dry-run", "--jobs", "2"]) == 0
     plan = capsys.readouterr().out.splitlines()
