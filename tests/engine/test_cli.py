@@ -9,7 +9,7 @@ import pytest
 from titans_seq.cli import main
 from titans_seq.engine.suite import load_suite
 
-from .test_trainer import TINY
+from .test_trainer import TINY, train_losses
 
 
 def run_cli(*args):
@@ -75,6 +75,42 @@ def test_bench_writes_a_table_in_the_papers_layout(tmp_path):
     assert rows[1].startswith("| transformer |") and rows[2].startswith("| mac |")
     assert "±" in rows[2] and rows[2].endswith("(n=2) |")
     assert len((tmp_path / "tiny" / "records.jsonl").read_text().splitlines()) == 4
+
+
+def test_bench_continues_an_interrupted_run_from_its_checkpoint(tmp_path, monkeypatch, capsys):
+    from titans_seq.engine.trainer import Trainer
+    from titans_seq.errors import TrainingError
+
+    def suite(name, *more):
+        path = tmp_path / f"{name}.yaml"
+        path.write_text(f"name: {name}\nrecipes: [demo]\nvariants: [mac]\nseeds: [0]\nmetrics: [accuracy]\n"
+                        f"out_dir: {tmp_path}\noverrides: [{', '.join([*TINY, *more])}]\n")
+        return str(path)
+
+    settings = ("train.max_steps=6", "train.save_every=2", "train.eval_every=2")
+    assert main(["bench", suite("whole", *settings)]) == 0
+    whole = tmp_path / "whole" / "demo" / "mac" / "seed-0"
+    original_step = Trainer._step
+
+    def step_then_stop(self, model, batches):
+        if self.state.step == 5:          # after the checkpoint at step 4, before the next
+            raise TrainingError("the machine went away")
+        return original_step(self, model, batches)
+
+    monkeypatch.setattr(Trainer, "_step", step_then_stop)
+    assert main(["bench", suite("cut", *settings)]) == 1
+    monkeypatch.setattr(Trainer, "_step", original_step)
+    capsys.readouterr()
+    assert main(["bench", suite("cut", *settings)]) == 0
+    assert "== demo / mac / seed 0: resumed from step-000004\n" in capsys.readouterr().out
+    cut = tmp_path / "cut" / "demo" / "mac" / "seed-0"
+    assert train_losses(cut) == train_losses(whole)          # exactly, as if never stopped
+    results = [json.loads((run / "test_results.json").read_text())["metrics"] for run in (whole, cut)]
+    assert results[0] == results[1]
+    (cut / "test_results.json").unlink()                     # a checkpoint of another recipe is not continued
+    assert main(["bench", suite("cut", *settings, "optim.lr=1e-4")]) == 0
+    assert "resumed" not in capsys.readouterr().out
+    assert train_losses(cut)[3] != train_losses(whole)[3]     # trained again from the first step
 
 
 def test_bench_matches_sizes_per_variant_and_resumes_a_split_grid(tmp_path, capsys):
@@ -208,10 +244,10 @@ def test_the_report_names_each_run_that_skipped_a_step_or_stopped(tmp_path, monk
                      f"metrics: [accuracy]\nout_dir: {tmp_path}\noverrides: [{', '.join(TINY)}, train.max_steps=3]\n")
     real_train, real_step, calls = bench.train, Trainer._step, {"n": 0}
 
-    def train_or_diverge(recipe):
+    def train_or_diverge(recipe, resume=False):
         if recipe.model.variant == "transformer":
             raise TrainingError("stopped: 5 non-finite losses in a row; last good checkpoint: none written yet")
-        return real_train(recipe)
+        return real_train(recipe, resume=resume)
 
     def step_nan_once(self, model, batches):
         calls["n"] += 1

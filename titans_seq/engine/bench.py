@@ -1,26 +1,32 @@
 """``titans-seq bench SUITE``: run a suite's grid (see :mod:`.suite`) and tabulate it as mean ± std.
 
 A run whose directory already holds test results of the same recipe (options added since it ran
-taking their defaults) is not trained again, so an interrupted suite resumes where it stopped, and
-a suite can be split across processes or machines (``--variants``, ``--seeds``) and tabulated by
-a last call that finds every run done. ``--jobs N`` trains N runs at a time, each in its own
+taking their defaults) is not trained again, and one that was interrupted continues from its latest
+complete checkpoint of the same recipe, so an interrupted suite resumes where it stopped, and a
+suite can be split across processes or machines (``--variants``, ``--seeds``) and tabulated by a
+last call that finds every run done. ``--jobs N`` trains N runs at a time, each in its own
 process pinned to its share of the cores.
 """
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from queue import Queue
+from typing import Callable
 
 from tqdm import tqdm
 
 from titans_seq.errors import TrainingError, UserError
 
-from .config import Recipe, load_recipe
+from omegaconf import OmegaConf
+
+from .checkpoint import CHECKPOINTS, latest_checkpoint, read_checkpoint_config
+from .config import Recipe, build_recipe, load_recipe
 from .records import git_revision, write_atomically
 from .report import cell, metric_value, model_order, summary, write_report
 from .stability import is_failed
@@ -68,11 +74,25 @@ def finished_record(recipe: Recipe) -> dict | None:
     results, config = recipe.run_dir / "test_results.json", recipe.run_dir / "config.yaml"
     if not (results.is_file() and config.is_file()):
         return None
-    try:
-        earlier = load_recipe(str(config))
-    except UserError:
+    return json.loads(results.read_text()) if _same_run(lambda: load_recipe(str(config)), recipe) else None
+
+
+def resumable_checkpoint(recipe: Recipe) -> Path | None:
+    """The latest complete checkpoint of an interrupted earlier run of this recipe, read with today's
+    schema as :func:`finished_record` reads results; None where there is none or it ran another recipe."""
+    latest = latest_checkpoint(recipe.run_dir)
+    if latest is None:
         return None
-    return json.loads(results.read_text()) if _what_runs(earlier) == _what_runs(recipe) else None
+    saved = lambda: build_recipe(OmegaConf.create(read_checkpoint_config(latest)), str(latest))   # noqa: E731
+    return latest if _same_run(saved, recipe) else None
+
+
+def _same_run(earlier: Callable[[], Recipe], recipe: Recipe) -> bool:
+    """Whether the recipe that ``earlier`` loads runs what ``recipe`` runs (False where it no longer loads)."""
+    try:
+        return _what_runs(earlier()) == _what_runs(recipe)
+    except UserError:
+        return False
 
 
 def run_record(stage_recipes: list[Recipe]) -> dict | None:
@@ -103,14 +123,16 @@ def _core_shares(jobs: int) -> Queue:
     return shares
 
 
-def _train_in_process(recipe_name: str, overrides: tuple[str, ...], recipe: Recipe, cores: list[int]) -> None:
-    """Train one run (or stage) in its own ``titans-seq train`` process on ``cores``; its output goes to bench.log."""
+def _train_in_process(recipe_name: str, overrides: tuple[str, ...], recipe: Recipe, cores: list[int],
+                      resume: bool) -> None:
+    """Train one run (or stage) in its own ``titans-seq train`` process on ``cores``; its output goes to
+    bench.log (appended to when the run resumes)."""
     recipe.run_dir.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "OMP_NUM_THREADS": str(len(cores))}
-    command = [sys.executable, "-m", "titans_seq.cli", "train", recipe_name, *overrides]
+    command = [sys.executable, "-m", "titans_seq.cli", "train", recipe_name, *overrides, *(["--resume"] * resume)]
     pin = (lambda: os.sched_setaffinity(0, cores)) if hasattr(os, "sched_setaffinity") else None
     log_path = recipe.run_dir / "bench.log"
-    with log_path.open("w") as log:
+    with log_path.open("a" if resume else "w") as log:
         code = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT, env=env, preexec_fn=pin).returncode
     if code != 0 or finished_record(recipe) is None:
         last = next((line for line in reversed(log_path.read_text(errors="replace").splitlines()) if line.strip()), "")
@@ -164,12 +186,16 @@ def run_suite(path: Path, out: Path | None = None, variants: list[str] | None = 
             for number, (overrides, recipe) in enumerate(zip(run.stages, stages[run]), 1):
                 if finished_record(recipe) is not None:   # an earlier stage done before (a curriculum resumes there)
                     continue
+                checkpoint = resumable_checkpoint(recipe)
+                if checkpoint is None:      # any left are another recipe's: start clean, not over them
+                    shutil.rmtree(recipe.run_dir / CHECKPOINTS, ignore_errors=True)
+                print(f"== {run.column.label} / {run.variant} / seed {run.seed}"
+                      + (f" / stage {number} of {len(run.stages)}" if len(run.stages) > 1 else "")
+                      + (f": resumed from {checkpoint.name}" if checkpoint else ""), flush=True)
                 if jobs == 1:
-                    print(f"== {run.column.label} / {run.variant} / seed {run.seed}"
-                          + (f" / stage {number} of {len(run.stages)}" if len(run.stages) > 1 else ""), flush=True)
-                    train(recipe)
+                    train(recipe, resume=checkpoint is not None)
                 else:
-                    _train_in_process(run.column.recipe, overrides, recipe, cores)
+                    _train_in_process(run.column.recipe, overrides, recipe, cores, resume=checkpoint is not None)
             finished[run] = run_record(stages[run])
         except (UserError, TrainingError) as error:
             failed[run] = {"error": str(error), "git_revision": git_revision()}
