@@ -209,7 +209,8 @@ def test_bench_groups_an_axis_jobs_and_the_plan(tmp_path, capsys):
     assert capsys.readouterr().out.splitlines()[-1] == "3 of the suite's 3 runs finished before"
 
 
-PACKAGED_SUITES = sorted(path.stem for path in (Path(__file__).resolve().parents[2] / "recipes" / "suites").glob("*.yaml"))
+PACKAGED_SUITES = sorted(path.stem for path in
+                         (Path(__file__).resolve().parents[2] / "recipes" / "suites").glob("*.yaml"))
 
 
 @pytest.mark.parametrize("suite", PACKAGED_SUITES)

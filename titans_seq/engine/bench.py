@@ -15,15 +15,15 @@ import shutil
 import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from pathlib import Path
 from queue import Queue
 from typing import Callable
 
+from omegaconf import OmegaConf
 from tqdm import tqdm
 
 from titans_seq.errors import TrainingError, UserError
-
-from omegaconf import OmegaConf
 
 from .checkpoint import CHECKPOINTS, latest_checkpoint, read_checkpoint_config
 from .config import Recipe, build_recipe, load_recipe
@@ -74,7 +74,7 @@ def finished_record(recipe: Recipe) -> dict | None:
     results, config = recipe.run_dir / "test_results.json", recipe.run_dir / "config.yaml"
     if not (results.is_file() and config.is_file()):
         return None
-    return json.loads(results.read_text()) if _same_run(lambda: load_recipe(str(config)), recipe) else None
+    return json.loads(results.read_text()) if _same_run(partial(load_recipe, str(config)), recipe) else None
 
 
 def resumable_checkpoint(recipe: Recipe) -> Path | None:
@@ -83,8 +83,12 @@ def resumable_checkpoint(recipe: Recipe) -> Path | None:
     latest = latest_checkpoint(recipe.run_dir)
     if latest is None:
         return None
-    saved = lambda: build_recipe(OmegaConf.create(read_checkpoint_config(latest)), str(latest))   # noqa: E731
-    return latest if _same_run(saved, recipe) else None
+    return latest if _same_run(partial(_checkpoint_recipe, latest), recipe) else None
+
+
+def _checkpoint_recipe(checkpoint: Path) -> Recipe:
+    """The recipe saved in a checkpoint, as trained (``model.init_from`` kept, unlike :func:`.runs.saved_recipe`)."""
+    return build_recipe(OmegaConf.create(read_checkpoint_config(checkpoint)), str(checkpoint))
 
 
 def _same_run(earlier: Callable[[], Recipe], recipe: Recipe) -> bool:
