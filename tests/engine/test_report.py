@@ -5,7 +5,8 @@ from pathlib import Path
 import pytest
 
 from titans_seq.data import is_dataset_key
-from titans_seq.engine.report import load_references, model_order, report_from_folder, write_report
+from titans_seq.engine.report import (load_references, lower_is_better, model_order, report_from_folder,
+                                         write_report)
 from titans_seq.engine.suite import Group, Suite
 from titans_seq.errors import UserError
 
@@ -245,3 +246,21 @@ def test_a_suites_own_row_that_runs_a_titans_variant_is_a_titans_row(tmp_path):
         ("dlinear", "dlinear", 0.95), ("mag", "mag", 0.4), ("mag-init", "mag", 0.7))]
     rows = section(write_report(mini, records, tmp_path / "out", load_references(path)), "passkey")
     assert rows[-1] == "| gap: our best Titans − published Titans | -0.2000 (mag-init vs Titans (MAC)) |"
+
+
+@pytest.mark.parametrize("metric, lower", [("bits_per_byte", True), ("val_bits_per_byte", True), ("val_mse", True),
+                                           ("mse@720", True), ("mcc", False), ("val_mcc", False),
+                                           ("accuracy@16384", False)])
+def test_a_validation_or_length_metric_keeps_its_metrics_direction(metric, lower):
+    assert lower_is_better(metric) is lower
+
+
+def test_the_best_titans_row_of_a_validation_loss_is_the_lowest(tmp_path):
+    """A ``val_`` metric where lower is better: its gap, and so the example figure, follow the lower row."""
+    mini = Suite(name="mini", variants=["mac", "mag"], seeds=[0],
+                 groups=[Group(name="lm", recipes=["lm_tiny"], metrics=["val_bits_per_byte"])])
+    records = [record("lm", "lm_tiny", model, 0, {}, None) | {"val_metrics": {"bits_per_byte": value}}
+               for model, value in (("mac", 2.20), ("mag", 2.18))]
+    write_report(mini, records, tmp_path, references=[])
+    gaps = json.loads((tmp_path / "results.json").read_text())["groups"]["lm"]["columns"][0]["gaps"]
+    assert gaps == {"val_bits_per_byte": {"model": "mag", "mean": 2.18}}

@@ -102,11 +102,18 @@ def model_order(labels: set[str]) -> list[str]:
     return [m for m in BASELINES if m in labels] + others + [m for m in TITANS if m in labels]
 
 
-def _better(metric: str, values: list[tuple[float, Any]]) -> tuple[float, Any] | None:
+def lower_is_better(metric: str) -> bool:
+    """Whether a lower value is better: by the metric's name without a ``val_`` prefix or an ``@<length>``."""
+    if match := AT_LENGTH.match(metric):
+        metric = match["metric"]
+    return metric.removeprefix("val_") in LOWER_IS_BETTER
+
+
+def better(metric: str, values: list[tuple[float, Any]]) -> tuple[float, Any] | None:
     """The best (value, what) pair of ``values`` for this metric, or None."""
     if not values:
         return None
-    return (min if metric in LOWER_IS_BETTER else max)(values, key=lambda pair: pair[0])
+    return (min if lower_is_better(metric) else max)(values, key=lambda pair: pair[0])
 
 
 def summary(values: list[float]) -> dict:
@@ -165,13 +172,13 @@ def _summarise(group: Group, records: list[dict], references: list[Reference]) -
                   for metric in group.metrics}
         gaps = {}
         for metric in group.metrics:
-            best = _better(metric, [(models[m][metric]["mean"], m) for m in titans if metric in models.get(m, {})])
+            best = better(metric, [(models[m][metric]["mean"], m) for m in titans if metric in models.get(m, {})])
             if best is None:
                 continue
             gaps[metric] = {"model": best[1], "mean": best[0]}
             for kind, pool in (("titans", [r for r in chosen[metric] if r.titans]),
                                ("baseline", [r for r in chosen[metric] if not r.titans])):
-                target = _better(metric, [(r.value, r.model) for r in pool])
+                target = better(metric, [(r.value, r.model) for r in pool])
                 if target is not None:
                     gaps[metric][kind] = {"model": target[1], "published": target[0], "gap": best[0] - target[0]}
         result.append({"label": column.label, "recipe": column.recipe, "dataset": column.dataset,
@@ -329,7 +336,7 @@ def _copy_examples(group: Group, summary: list[dict], folder: Path) -> list[tupl
             continue
         metric = group.metrics[0]
         ranked = [(stats[metric]["mean"], model) for model, stats in column["models"].items() if metric in stats]
-        best = _better(metric, [pair for pair in ranked if pair[1] in column["titans"]]) or _better(metric, ranked)
+        best = better(metric, [pair for pair in ranked if pair[1] in column["titans"]]) or better(metric, ranked)
         runs = sorted((r for r in column["runs"] if best and row(r) == best[1]), key=lambda r: r["seed"])
         source = Path(runs[0].get("run_dir", "")) / EXAMPLE_FIGURE if runs else None
         if source is None or not source.is_file():
