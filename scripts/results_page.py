@@ -9,6 +9,9 @@ the page is rebuilt: a short header, then each report in turn, its headings one 
 figure links pointing at the copies, and the git revisions the runs were made at (from the
 suite's records) under it. Sections of suites already on the page and not named keep their place,
 so that publishing one suite needs only that suite's runs.
+
+The page opens with a Targets section: every target a packaged suite of the page declares
+(``targets:`` in its file), checked on the published results.json, one row each with its verdict.
 """
 from __future__ import annotations
 
@@ -18,6 +21,9 @@ import re
 import sys
 from pathlib import Path
 
+from titans_seq.engine.report import TITANS
+from titans_seq.engine.suite import load_suite, packaged_suites
+from titans_seq.engine.targets import evaluate_targets, margin, verdict
 from titans_seq.files import copy_atomically, write_atomically
 
 HEADER = """# Results
@@ -32,6 +38,7 @@ memory are in [Benchmarks](benchmarks.md); the hypotheses tried on the way to th
 their commands, are in the [experiment log](experiments.md).
 
 """
+TARGETS = "Targets"
 
 
 def _revisions(folder: Path) -> list[str]:
@@ -44,7 +51,30 @@ def _published_sections(page: Path) -> dict[str, str]:
     if not page.is_file():
         return {}
     parts = re.split(r"^## ", page.read_text(), flags=re.M)[1:]
-    return {part.split("\n", 1)[0].strip(): f"## {part.rstrip()}\n" for part in parts}
+    sections = {part.split("\n", 1)[0].strip(): f"## {part.rstrip()}\n" for part in parts}
+    sections.pop(TARGETS, None)                                              # rebuilt from the suites each time
+    return sections
+
+
+def targets_section(names: list[str], docs: Path) -> str:
+    """The targets of the page's packaged suites, each checked on its published results.json; "" if none."""
+    rows = []
+    for name in (name for name in names if name in packaged_suites()):
+        suite = load_suite(Path(name))
+        groups = json.loads((docs / "results" / name / "results.json").read_text())["groups"]
+        for group in (group for group in suite.groups if group.targets and group.name in groups):
+            columns = [{"titans": [m for m in column["models"] if m in TITANS]} | column    # reports before "titans"
+                       for column in groups[group.name]["columns"]]
+            for result in evaluate_targets(group.targets, columns, len(suite.seeds)):
+                where = "; ".join(f"{check['column']}: {margin(check)}" for check in result["columns"]) or "—"
+                rows.append(f"| [{name}](#{name}), {group.name} | {result['target']} | {verdict(result)} | {where} |")
+    if not rows:
+        return ""
+    return (f"## {TARGETS}\n\nWhat the suites hold their rows to (`targets:` in each suite file, see "
+            "[Reports](guide/reports.md#targets)), checked on the figures below. A margin is how far the row is "
+            "better than the figure it is held to (negative: worse).\n\n"
+            "| suite, group | target | verdict | margin per column |\n| --- | --- | --- | --- |\n"
+            + "\n".join(rows) + "\n")
 
 
 def publish(folders: list[Path], docs: Path) -> str:
@@ -64,7 +94,8 @@ def publish(folders: list[Path], docs: Path) -> str:
         revisions = ", ".join(f"`{revision}`" for revision in _revisions(folder))
         sections[folder.name] = (f"{text.rstrip()}\n\nRuns made at git revision {revisions}; the suite's "
                                  f"[results.json](results/{folder.name}/results.json) holds every value.\n")
-    page = HEADER.format(folders=" ".join(f"runs/{name}" for name in sections)) + "\n".join(sections.values())
+    page = HEADER.format(folders=" ".join(f"runs/{name}" for name in sections)) + "\n".join(
+        [part for part in [targets_section(list(sections), docs)] if part] + list(sections.values()))
     write_atomically(docs / "results.md", page)
     return page
 

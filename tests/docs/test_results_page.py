@@ -6,7 +6,7 @@ import sys
 from pathlib import Path
 
 from titans_seq.engine.report import write_report
-from titans_seq.engine.suite import Group, Suite
+from titans_seq.engine.suite import Group, Suite, load_suite
 
 SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "results_page.py"
 
@@ -58,3 +58,28 @@ def test_publishing_one_suite_keeps_the_others_sections(tmp_path):
     assert "results_page.py runs/first runs/second`" in page
     third = _finished_suite(tmp_path, "third", [0.5, 0.5])
     assert _publish(tmp_path, third).rstrip().endswith("[results.json](results/third/results.json) holds every value.")
+
+
+def test_the_page_opens_with_the_packaged_suites_targets_checked(tmp_path):
+    """A section named after a packaged suite (lm_tiny_512) is checked against that suite file's targets."""
+    folder = tmp_path / "runs" / "lm_tiny_512"
+    folder.mkdir(parents=True)
+    records = [{"variant": model, "model": model, "seed": 0, "group": "lm_tiny", "recipe": "lm_tiny", "metrics": {},
+                "dataset": "text/tinyshakespeare",
+                "val_metrics": {"bits_per_byte": value}, "git_revision": "abc123"}
+               for model, value in (("transformer", 2.19), ("mac", 2.20), ("mag", 2.17))]
+    (folder / "records.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    write_report(load_suite(Path("lm_tiny_512")), records, folder)
+    other = _finished_suite(tmp_path, "mini", [0.6, 0.62])        # not a packaged suite: no targets
+    page = _publish(tmp_path, other, folder)
+    targets = page.split("\n## Targets\n", 1)[1].split("\n## ", 1)[0]
+    assert page.index("\n## Targets\n") < page.index("\n## mini\n")
+    assert [line for line in targets.splitlines() if line.startswith("| [")] == [
+        "| [lm_tiny_512](#lm_tiny_512), lm_tiny | mac val_bits_per_byte ≤ transformer | missed (0 of 1 columns, "
+        "1 needed; n=1 of the suite's 3 seeds) | lm_tiny: -0.0100 (missed) |",
+        "| [lm_tiny_512](#lm_tiny_512), lm_tiny | mag val_bits_per_byte ≤ transformer | met (1 of 1 columns, "
+        "1 needed; n=1 of the suite's 3 seeds) | lm_tiny: +0.0200 (met) |"]
+    assert "| mac val_bits_per_byte ≤ transformer | lm_tiny | 2.2000 (n=1), mac | 2.1900 (n=1) | -0.0100 (missed) |" \
+        in page                                                    # the suite's own report states them too
+    again = _publish(tmp_path, other)                              # republishing one suite rebuilds the section
+    assert again.count("\n## Targets\n") == 1 and "results_page.py runs/mini runs/lm_tiny_512`" in again

@@ -5,9 +5,9 @@ from pathlib import Path
 import pytest
 
 from titans_seq.data import is_dataset_key
-from titans_seq.engine.report import (load_references, lower_is_better, model_order, report_from_folder,
-                                         write_report)
+from titans_seq.engine.report import load_references, model_order, report_from_folder, write_report
 from titans_seq.engine.suite import Group, Suite
+from titans_seq.engine.summaries import lower_is_better
 from titans_seq.errors import UserError
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"

@@ -28,7 +28,8 @@ from titans_seq.errors import TrainingError, UserError
 from .checkpoint import CHECKPOINTS, latest_checkpoint, read_checkpoint_config
 from .config import Recipe, build_recipe, load_recipe
 from .records import git_revision, write_atomically
-from .report import cell, metric_value, model_order, summary, write_report
+from .report import metric_value, model_order, write_report
+from .summaries import cell, summary
 from .stability import is_failed
 from .suite import Group, Run, Suite, columns, describe_plan, load_suite, plan
 from .trainer import train

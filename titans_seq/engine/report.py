@@ -22,14 +22,13 @@ from titans_seq.errors import UserError
 from titans_seq.files import copy_atomically, write_atomically, write_atomically_with
 
 from .stability import is_failed, stability, stability_note
+from .summaries import AT_LENGTH, better, cell, summary
 from .suite import Column, Group, Suite, columns
+from .targets import evaluate_targets, targets_markdown
 from .task import EXAMPLE_FIGURE
 
 BASELINES = ("transformer", "swa")
 TITANS = ("lmm", "mac", "mag", "mal")
-LOWER_IS_BETTER = {"loss", "mse", "mae", "mse_original", "mae_original", "mase", "smape", "perplexity",
-                   "bits_per_byte"}
-AT_LENGTH = re.compile(r"^(?P<metric>.+)@(?P<length>\d+)$")   # accuracy@16384: a metric at a context length
 AVERAGE = "average"   # an axis value: the figure averages over the axis's values (e.g. every horizon)
 PUBLISHED_STYLES = [("black", "--"), ("dimgray", ":"), ("saddlebrown", "-."), ("purple", "--"), ("darkgreen", ":"),
                     ("darkred", "-."), ("navy", "--"), ("olive", ":")]
@@ -100,35 +99,6 @@ def model_order(labels: set[str]) -> list[str]:
     """Baselines first (transformer, swa, then models other than backbone variants), the Titans variants last."""
     others = sorted(labels - set(BASELINES) - set(TITANS))
     return [m for m in BASELINES if m in labels] + others + [m for m in TITANS if m in labels]
-
-
-def lower_is_better(metric: str) -> bool:
-    """Whether a lower value is better: by the metric's name without a ``val_`` prefix or an ``@<length>``."""
-    if match := AT_LENGTH.match(metric):
-        metric = match["metric"]
-    return metric.removeprefix("val_") in LOWER_IS_BETTER
-
-
-def better(metric: str, values: list[tuple[float, Any]]) -> tuple[float, Any] | None:
-    """The best (value, what) pair of ``values`` for this metric, or None."""
-    if not values:
-        return None
-    return (min if lower_is_better(metric) else max)(values, key=lambda pair: pair[0])
-
-
-def summary(values: list[float]) -> dict:
-    """Mean, sample std (None for one value), n and the values."""
-    return {"mean": statistics.mean(values), "std": statistics.stdev(values) if len(values) > 1 else None,
-            "n": len(values), "values": values}
-
-
-def cell(summary: dict | None) -> str:
-    """``mean ± std (n=k)``, ``x (n=1)``, or a dash."""
-    if summary is None:
-        return "—"
-    if summary["std"] is None:
-        return f"{summary['mean']:.4f} (n=1)"
-    return f"{summary['mean']:.4f} ± {summary['std']:.4f} (n={summary['n']})"
 
 
 def _columns_and_members(group: Group, references: list[Reference]) -> list[tuple[Column, list[Column]]]:
@@ -364,6 +334,9 @@ def write_report(suite: Suite, records: list[dict], folder: Path,
                    "standard deviation over the n seeds run; published figures in our units. A gap is the mean of "
                    "our best Titans row (any model that runs lmm, mac, mag or mal) less the published figure.\n"),
                   stability_note(runs)]
+        checked = evaluate_targets(group.targets, summary, len(suite.seeds))
+        if checked:
+            parts.append(targets_markdown(checked))
         for metric in group.metrics:
             if not AT_LENGTH.match(metric) and any(metric in models for column in summary
                                                    for models in column["models"].values()):
@@ -378,7 +351,7 @@ def write_report(suite: Suite, records: list[dict], folder: Path,
         name = _file_name(group.name, "curves")
         if _learning_curves(group, summary, folder / "figures" / name):
             parts.append(f"![{group.name}: learning curves](figures/{name})\n")
-        results["groups"][group.name] = {"metrics": group.metrics, "stability": runs, "columns": [
+        results["groups"][group.name] = {"metrics": group.metrics, "stability": runs, "targets": checked, "columns": [
             {key: value for key, value in column.items() if key != "runs"} for column in summary]}
     text = "\n".join(parts)
     write_atomically(folder / "report.md", text)

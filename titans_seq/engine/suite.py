@@ -34,6 +34,7 @@ from titans_seq.data import data_overrides, is_dataset_key
 from titans_seq.errors import UserError
 
 from .config import resolve_recipe_path
+from .targets import Target, check_targets
 
 
 @dataclass
@@ -49,6 +50,7 @@ class Group:
     stages: list[list[str]] = field(default_factory=list)  # a curriculum: each stage's overrides, each stage
     #   trained from the previous one's best checkpoint (model.init_from); the last stage's test is the run's
     minutes_per_run: float = 0.0                            # a CPU estimate for --dry-run; 0: unknown
+    targets: list[Target] = field(default_factory=list)    # what the report checks of its rows (see targets.py)
 
 
 @dataclass
@@ -68,6 +70,7 @@ class Suite:
     metrics: list[str] = field(default_factory=lambda: ["loss"])
     stages: list[list[str]] = field(default_factory=list)
     minutes_per_run: float = 0.0
+    targets: list[Target] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -128,7 +131,9 @@ def load_suite(path: Path) -> Suite:
         raise UserError(f"suite {path}: give either groups or top-level recipes, not both")
     if not suite.groups:
         suite.groups = [Group(recipes=suite.recipes, datasets=suite.datasets, axes=suite.axes, metrics=suite.metrics,
-                              stages=suite.stages, minutes_per_run=suite.minutes_per_run)]
+                              stages=suite.stages, minutes_per_run=suite.minutes_per_run, targets=suite.targets)]
+    elif suite.targets:
+        raise UserError(f"suite {path}: with groups, give targets in each group")
     rows = set(suite.variants).union(*(group.variants for group in suite.groups))
     rows |= set(suite.variant_overrides).union(*(group.variant_overrides for group in suite.groups))
     unknown = sorted(rows - set(VARIANTS) - set(suite.models))
@@ -142,6 +147,8 @@ def load_suite(path: Path) -> Suite:
         group.name = group.name or group.recipes[0]
         for recipe in group.recipes:
             resolve_recipe_path(recipe, path.parent)
+        check_targets(group.targets, group.metrics, set(group.variants or suite.variants),
+                      f"suite {path}, group {group.name}")
     names = [group.name for group in suite.groups]
     if len(set(names)) != len(names):
         raise UserError(f"suite {path}: group names must differ; got {', '.join(names)}")
