@@ -63,12 +63,18 @@ def test_demo_runs_and_reports(tmp_path):
     assert "asked k" in result.stdout
 
 
-def test_bench_writes_a_table_in_the_papers_layout(tmp_path):
+def test_bench_writes_a_table_in_the_papers_layout(tmp_path, capsys):
     suite = tmp_path / "suite.yaml"
     suite.write_text(f"name: tiny\nrecipes: [demo]\nvariants: [mac, transformer]\nseeds: [0, 1]\n"
                      f"metrics: [accuracy]\nout_dir: {tmp_path}\n"
-                     f"overrides: [{', '.join(TINY)}, train.max_steps=2]\n")
+                     f"overrides: [{', '.join(TINY)}, train.max_steps=2]\n"
+                     f"targets: [{{metric: accuracy, model: mac, against: transformer}}, "
+                     f"{{metric: accuracy, against: 2.0}}]\n")
     assert main(["bench", str(suite)]) == 0
+    targets = capsys.readouterr().out.split("\nTargets:\n", 1)[1].splitlines()
+    assert targets[0].startswith("- mac accuracy ≥ transformer: m") and targets[0].endswith(" 1 needed)")
+    assert targets[1] == "- best Titans accuracy ≥ 2.0: missed (0 of 1 columns, 1 needed)"   # accuracy is at most 1
+    assert targets[2] == "" and targets[3].startswith("report: ")
     table = (tmp_path / "tiny" / "results.md").read_text()
     rows = [line for line in table.splitlines() if line.startswith("| ")]
     assert rows[0] == "| model | demo params | demo accuracy |"

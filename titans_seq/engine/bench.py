@@ -30,6 +30,7 @@ from .config import Recipe, build_recipe, load_recipe
 from .records import git_revision, write_atomically
 from .report import metric_value, model_order, write_report
 from .summaries import cell, summary
+from .targets import verdict
 from .stability import is_failed
 from .suite import Group, Run, Suite, columns, describe_plan, load_suite, plan
 from .trainer import train
@@ -232,4 +233,12 @@ def run_suite(path: Path, out: Path | None = None, variants: list[str] | None = 
     if failed:
         raise TrainingError(f"{len(failed)} of {len(todo)} runs failed, the rest are tabulated in {base / 'report.md'}"
                             f"; the first: {next(iter(failed.values()))['error']}")
-    return table + f"\nreport: {base / 'report.md'} (figures in {base / 'figures'})"
+    return table + _target_verdicts(base) + f"\nreport: {base / 'report.md'} (figures in {base / 'figures'})"
+
+
+def _target_verdicts(base: Path) -> str:
+    """The suite's targets as the report checked them (its results.json), a line each; "" when it states none."""
+    groups = json.loads((base / "results.json").read_text())["groups"]
+    lines = [f"- {f'{name}: ' if len(groups) > 1 else ''}{result['target']}: {verdict(result)}"
+             for name, group in groups.items() for result in group.get("targets", [])]
+    return "\nTargets:\n" + "\n".join(lines) + "\n" if lines else ""
