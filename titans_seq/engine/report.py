@@ -13,7 +13,6 @@ import statistics
 from dataclasses import asdict, dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Any
 
 import yaml
 from matplotlib.figure import Figure

@@ -54,14 +54,15 @@ def _number(text: str) -> float | None:
 def check_targets(targets: list[Target], metrics: list[str], rows: set[str], where: str) -> None:
     """Raise a UserError naming the first target that names a metric or row the group does not have."""
     for target in targets:
-        problem = (f"metric {target.metric} is not among the group's ({', '.join(metrics)})"
-                   if target.metric not in metrics else
-                   f"model {target.model} is not a row ({', '.join(sorted(rows))}) or {BEST_TITANS}"
-                   if target.model != BEST_TITANS and target.model not in rows else
-                   f"against {target.against} is not a row, published:<model> or a number"
-                   if not (target.against in rows or target.against.startswith(PUBLISHED)
-                           or _number(target.against) is not None) else
-                   f"needed={target.needed} is negative" if target.needed < 0 else "")
+        against_known = (target.against in rows or target.against.startswith(PUBLISHED)
+                         or _number(target.against) is not None)
+        problems = [(target.metric not in metrics,
+                     f"metric {target.metric} is not among the group's ({', '.join(metrics)})"),
+                    (target.model != BEST_TITANS and target.model not in rows,
+                     f"model {target.model} is not a row ({', '.join(sorted(rows))}) or {BEST_TITANS}"),
+                    (not against_known, f"against {target.against} is not a row, published:<model> or a number"),
+                    (target.needed < 0, f"needed={target.needed} is negative")]
+        problem = next((message for found, message in problems if found), None)
         if problem:
             raise UserError(f"{where}: target {target.describe()}: {problem}")
 
@@ -72,7 +73,7 @@ def _threshold(target: Target, column: dict) -> tuple[float, int | None] | None:
         name = target.against.removeprefix(PUBLISHED)
         figures = [ref["value"] for ref in column["references"].get(target.metric, []) if ref["model"] == name]
         return (figures[0], None) if figures else None
-    if (number := _number(target.against)) is not None and target.against not in column["models"]:
+    if (number := _number(target.against)) is not None:
         return number, None
     stats = column["models"].get(target.against, {}).get(target.metric)
     return (stats["mean"], stats["n"]) if stats else None
