@@ -11,7 +11,8 @@ suite's records) under it. Sections of suites already on the page and not named 
 so that publishing one suite needs only that suite's runs.
 
 The page opens with a Targets section: every target a packaged suite of the page declares
-(``targets:`` in its file), checked on the published results.json, one row each with its verdict.
+(``targets:`` in its file), checked on the published results.json, one row each with its verdict,
+then the stability of every published run (no non-finite loss), summed over the suites.
 """
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ import sys
 from pathlib import Path
 
 from titans_seq.engine.report import TITANS
+from titans_seq.engine.stability import stability_note
 from titans_seq.engine.suite import load_suite, packaged_suites
 from titans_seq.engine.targets import evaluate_targets, margin, verdict
 from titans_seq.files import copy_atomically, write_atomically
@@ -56,8 +58,31 @@ def _published_sections(page: Path) -> dict[str, str]:
     return sections
 
 
+def _stability_line(names: list[str], docs: Path) -> str:
+    """Every published group's stability summed (its skipped and stopped runs named with their suite), and the
+    suites published before runs counted their non-finite steps."""
+    total = {"runs": 0, "skipped": [], "failed": [], "uncounted": 0}
+    uncounted = []
+    for name in names:
+        for group in json.loads((docs / "results" / name / "results.json").read_text())["groups"].values():
+            if "stability" not in group:
+                uncounted.append(name)
+                continue
+            total["runs"] += group["stability"]["runs"]
+            total["uncounted"] += group["stability"]["uncounted"]
+            for kind in ("skipped", "failed"):
+                total[kind] += [item | {"column": f"{name}: {item['column']}"} for item in group["stability"][kind]]
+    line = (stability_note(total) if total["runs"]
+            else "**Stability.** No published suite counted its runs' non-finite losses.\n")
+    if uncounted:
+        line = line.rstrip() + (" Not counted (published before runs counted skipped steps): "
+                                + ", ".join(dict.fromkeys(uncounted)) + ".\n")
+    return line
+
+
 def targets_section(names: list[str], docs: Path) -> str:
-    """The targets of the page's packaged suites, each checked on its published results.json; "" if none."""
+    """The targets of the page's packaged suites, each checked on its published results.json, and the stability
+    of every published run; "" if no suite states a target."""
     rows = []
     for name in (name for name in names if name in packaged_suites()):
         suite = load_suite(Path(name))
@@ -74,7 +99,7 @@ def targets_section(names: list[str], docs: Path) -> str:
             "[Reports](guide/reports.md#targets)), checked on the figures below. A margin is how far the row is "
             "better than the figure it is held to (negative: worse).\n\n"
             "| suite, group | target | verdict | margin per column |\n| --- | --- | --- | --- |\n"
-            + "\n".join(rows) + "\n")
+            + "\n".join(rows) + "\n\n" + _stability_line(names, docs))
 
 
 def publish(folders: list[Path], docs: Path) -> str:

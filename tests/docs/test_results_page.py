@@ -66,8 +66,8 @@ def test_the_page_opens_with_the_packaged_suites_targets_checked(tmp_path):
     folder.mkdir(parents=True)
     records = [{"variant": model, "model": model, "seed": 0, "group": "lm_tiny", "recipe": "lm_tiny", "metrics": {},
                 "dataset": "text/tinyshakespeare",
-                "val_metrics": {"bits_per_byte": value}, "git_revision": "abc123"}
-               for model, value in (("transformer", 2.19), ("mac", 2.20), ("mag", 2.17))]
+                "val_metrics": {"bits_per_byte": value}, "git_revision": "abc123", "nonfinite_steps": skipped}
+               for model, value, skipped in (("transformer", 2.19, 0), ("mac", 2.20, 2), ("mag", 2.17, 0))]
     (folder / "records.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
     write_report(load_suite(Path("lm_tiny_512")), records, folder)
     other = _finished_suite(tmp_path, "mini", [0.6, 0.62])        # not a packaged suite: no targets
@@ -81,5 +81,16 @@ def test_the_page_opens_with_the_packaged_suites_targets_checked(tmp_path):
         "1 needed; n=1 of the suite's 3 seeds) | lm_tiny: +0.0200 (met) |"]
     assert "| mac val_bits_per_byte ≤ transformer | lm_tiny | 2.2000 (n=1), mac | 2.1900 (n=1) | -0.0100 (missed) |" \
         in page                                                    # the suite's own report states them too
+    stability = [line for line in targets.splitlines() if line.startswith("**Stability.**")]
+    assert stability == [     # mini's invented records carry no count; a skipped step is named with its suite
+        "**Stability.** Of the 7 runs (every stage counted), 2 had no non-finite loss; 1 skipped steps for a "
+        "non-finite loss (mac, seed 0, lm_tiny_512: lm_tiny: 2); 4 ran before the trainer counted skipped steps."]
     again = _publish(tmp_path, other)                              # republishing one suite rebuilds the section
     assert again.count("\n## Targets\n") == 1 and "results_page.py runs/mini runs/lm_tiny_512`" in again
+    results = json.loads((other / "results.json").read_text())
+    del results["groups"]["dna"]["stability"]                       # as reports written before the count
+    (other / "results.json").write_text(json.dumps(results))
+    targets = _publish(tmp_path, other).split("\n## Targets\n", 1)[1].split("\n## ", 1)[0]
+    assert ("**Stability.** Of the 3 runs (every stage counted), 2 had no non-finite loss; 1 skipped steps for a "
+            "non-finite loss (mac, seed 0, lm_tiny_512: lm_tiny: 2). Not counted (published before runs counted "
+            "skipped steps): mini.\n") in targets
