@@ -29,10 +29,10 @@ from .checkpoint import CHECKPOINTS, latest_checkpoint, read_checkpoint_config
 from .config import Recipe, build_recipe, load_recipe
 from .records import git_revision, write_atomically
 from .report import metric_value, model_order, write_report
-from .summaries import cell, summary
-from .targets import verdict
 from .stability import is_failed
 from .suite import Group, Run, Suite, columns, describe_plan, load_suite, plan
+from .summaries import cell, summary
+from .targets import verdict
 from .trainer import train
 
 FAILED = "failed.json"                    # in a run's folder: the error that stopped it, until it is trained again

@@ -21,8 +21,8 @@ from titans_seq.errors import UserError
 from titans_seq.files import copy_atomically, write_atomically, write_atomically_with
 
 from .stability import is_failed, stability, stability_note
-from .summaries import AT_LENGTH, better, cell, summary
 from .suite import Column, Group, Suite, columns
+from .summaries import AT_LENGTH, better, cell, summary
 from .targets import evaluate_targets, targets_markdown
 from .task import EXAMPLE_FIGURE
 
