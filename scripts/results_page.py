@@ -25,7 +25,7 @@ from pathlib import Path
 from titans_seq.engine.report import TITANS
 from titans_seq.engine.stability import stability_note
 from titans_seq.engine.suite import load_suite, packaged_suites
-from titans_seq.engine.targets import evaluate_targets, margin, verdict
+from titans_seq.engine.targets import EXPERIMENT_LOG, evaluate_targets, margin, verdict
 from titans_seq.files import copy_atomically, write_atomically
 
 HEADER = """# Results
@@ -92,13 +92,17 @@ def targets_section(names: list[str], docs: Path) -> str:
                        for column in groups[group.name]["columns"]]
             for result in evaluate_targets(group.targets, columns, len(suite.seeds)):
                 where = "; ".join(f"{check['column']}: {margin(check)}" for check in result["columns"]) or "—"
-                rows.append(f"| [{name}](#{name}), {group.name} | {result['target']} | {verdict(result)} | {where} |")
+                tried = f"[experiment log]({EXPERIMENT_LOG}#{result['log']})" if result["log"] else "—"
+                rows.append(f"| [{name}](#{name}), {group.name} | {result['target']} | {verdict(result)} | {where} "
+                            f"| {tried} |")
     if not rows:
         return ""
     return (f"## {TARGETS}\n\nWhat the suites hold their rows to (`targets:` in each suite file, see "
             "[Reports](guide/reports.md#targets)), checked on the figures below. A margin is how far the row is "
-            "better than the figure it is held to (negative: worse).\n\n"
-            "| suite, group | target | verdict | margin per column |\n| --- | --- | --- | --- |\n"
+            "better than the figure it is held to (negative: worse); the experiment log's section says what was "
+            "tried on the way to it.\n\n"
+            "| suite, group | target | verdict | margin per column | what was tried |\n"
+            "| --- | --- | --- | --- | --- |\n"
             + "\n".join(rows) + "\n\n" + _stability_line(names, docs))
 
 

@@ -66,7 +66,8 @@ def test_a_number_and_a_column_filter():
 def test_the_report_states_each_target_and_results_json_holds_it(tmp_path):
     suite = Suite(name="mini", variants=["cnn", "lmm"], seeds=[0, 1], groups=[Group(
         name="gue", recipes=["dna_mac"], datasets=["gue/prom_core_notata"], metrics=["mcc"],
-        targets=[Target(metric="mcc", against="cnn"), Target(metric="mcc", against="published:DNABERT-2")])])
+        targets=[Target(metric="mcc", against="cnn", log="the-cnn-baseline"),
+                 Target(metric="mcc", against="published:DNABERT-2")])])
     records = [{"task": "gue", "dataset": "gue/prom_core_notata", "split": "test", "variant": model, "model": model,
                 "parameters": 1000, "metrics": {"mcc": value}, "val_metrics": {}, "seed": 0, "group": "gue",
                 "recipe": "dna_mac@gue/prom_core_notata"} for model, value in (("cnn", 0.6), ("lmm", 0.65))]
@@ -77,11 +78,13 @@ def test_the_report_states_each_target_and_results_json_holds_it(tmp_path):
             "| +0.0500 (met) |") in text
     assert ("| best Titans mcc ≥ DNABERT-2 (published) | dna_mac@gue/prom_core_notata | 0.6500 (n=1), lmm "
             "| 0.6804 | -0.0304 (missed) |") in text
-    assert "- best Titans mcc ≥ cnn: met (1 of 1 columns, 1 needed; n=1 of the suite's 2 seeds)." in text
-    assert "- best Titans mcc ≥ DNABERT-2 (published): missed (0 of 1 columns, 1 needed; n=1 of" in text
+    assert ("- best Titans mcc ≥ cnn: met (1 of 1 columns, 1 needed; n=1 of the suite's 2 seeds). What was tried: "
+            "`docs/experiments.md#the-cnn-baseline`.\n") in text
+    assert "- best Titans mcc ≥ DNABERT-2 (published): missed (0 of 1 columns, 1 needed; n=1 of the suite's 2 " \
+        "seeds).\n" in text                                            # no log: no pointer
     targets = json.loads((tmp_path / "results.json").read_text())["groups"]["gue"]["targets"]
-    assert [(t["target"], t["met"]) for t in targets] == [("best Titans mcc ≥ cnn", True),
-                                                          ("best Titans mcc ≥ DNABERT-2 (published)", False)]
+    assert [(t["target"], t["met"], t["log"]) for t in targets] == [
+        ("best Titans mcc ≥ cnn", True, "the-cnn-baseline"), ("best Titans mcc ≥ DNABERT-2 (published)", False, "")]
 
 
 SUITE = """
@@ -94,7 +97,7 @@ metrics: [mcc]
 targets:
   - {metric: mcc, against: cnn}
   - {metric: mcc, against: "published:DNABERT-2", needed: 2}
-  - {metric: mcc, against: 0.5}
+  - {metric: mcc, against: 0.5, log: the-cnn-baseline}
 """
 
 
@@ -102,8 +105,8 @@ def test_a_suite_file_declares_targets(tmp_path):
     path = tmp_path / "mini.yaml"
     path.write_text(SUITE)
     targets = load_suite(path).groups[0].targets
-    assert [(t.model, t.against, t.needed) for t in targets] == [
-        ("titans", "cnn", 0), ("titans", "published:DNABERT-2", 2), ("titans", "0.5", 0)]
+    assert [(t.model, t.against, t.needed, t.log) for t in targets] == [
+        ("titans", "cnn", 0, ""), ("titans", "published:DNABERT-2", 2, ""), ("titans", "0.5", 0, "the-cnn-baseline")]
 
 
 @pytest.mark.parametrize("target, message", [
@@ -120,5 +123,6 @@ def test_a_target_the_group_cannot_check_is_one_clear_error(tmp_path, target, me
 
 def test_every_packaged_suites_targets_check():
     """The targets the project holds itself to (issue 18's) load with the suites that state them."""
-    for name in ("lm_tiny_512", "gue_pretrained", "ett_512", "passkey_decay", "passkey_cpu"):
-        assert any(group.targets for group in load_suite(Path(name)).groups), name
+    for name in ("lm_tiny_512", "gue_pretrained", "ett_512", "passkey_decay", "passkey_cpu", "passkey_carry"):
+        targets = [target for group in load_suite(Path(name)).groups for target in group.targets]
+        assert targets and all(target.log for target in targets), name     # each says where its story is

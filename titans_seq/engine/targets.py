@@ -6,7 +6,7 @@ A suite file's group (or a one-group suite's top level) may list targets::
       - {metric: val_bits_per_byte, model: mac, against: transformer}     # MAC at or below the transformer
       - {metric: mcc, against: cnn}                                       # the best Titans row above the CNN
       - {metric: mcc, against: "published:DNABERT-2", needed: 2}         # at DNABERT-2's figure on two columns
-      - {metric: accuracy@16384, against: 0.95}
+      - {metric: accuracy@16384, against: 0.95, log: what-limits-the-reach}
 
 Each is checked in every column of the group where its ``against`` has a figure: another row's mean
 in that column, a published figure of that column (``published:<model>``, from the references), or
@@ -25,6 +25,7 @@ from .summaries import better, cell, lower_is_better
 
 BEST_TITANS = "titans"
 PUBLISHED = "published:"
+EXPERIMENT_LOG = "experiments.md"     # under docs/
 
 
 @dataclass
@@ -34,6 +35,7 @@ class Target:
     model: str = BEST_TITANS    # the row held to it; titans: the best Titans row of each column
     columns: str = ""           # only the columns whose label contains this; "": every column
     needed: int = 0             # columns that must meet it; 0: every column where it applies
+    log: str = ""               # the experiment log's section on it: an anchor of docs/experiments.md
 
     def describe(self) -> str:
         """``mac val_bits_per_byte ≤ transformer``, ``best Titans mcc ≥ DNABERT-2 (published)``."""
@@ -109,7 +111,7 @@ def evaluate_targets(targets: list[Target], columns: list[dict], seeds: int) -> 
         needed = target.needed or len(checked)
         fewest = min([c["ours"]["n"] for c in checked if c["ours"]] + [c["against_n"] for c in checked
                                                                         if c["against_n"]], default=0)
-        results.append({"target": target.describe(), "metric": target.metric, "needed": needed,
+        results.append({"target": target.describe(), "metric": target.metric, "needed": needed, "log": target.log,
                         "met": bool(checked) and sum(c["met"] for c in checked) >= needed,
                         "seeds": fewest, "suite_seeds": seeds, "columns": checked})
     return results
@@ -133,6 +135,11 @@ def verdict(result: dict) -> str:
             f"{result['needed']} needed{provisional})")
 
 
+def _tried(result: dict) -> str:
+    """Where the experiment log says what was tried on the way to the target, or ""."""
+    return f" What was tried: `docs/{EXPERIMENT_LOG}#{result['log']}`." if result["log"] else ""
+
+
 def targets_markdown(results: list[dict]) -> str:
     """A table of every (target, column), then one verdict line per target."""
     if not results:
@@ -144,6 +151,6 @@ def targets_markdown(results: list[dict]) -> str:
             against = (f"{check['against']:.4f}" if check["against_n"] is None
                        else f"{check['against']:.4f} (n={check['against_n']})")
             rows.append(f"| {result['target']} | {check['column']} | {ours} | {against} | {margin(check)} |")
-    lines = [f"- {result['target']}: {verdict(result)}." for result in results]
+    lines = [f"- {result['target']}: {verdict(result)}.{_tried(result)}" for result in results]
     return ("**Targets.** A margin is how far the row is better than the figure it is held to (negative: "
             "worse), in the metric's direction.\n\n" + "\n".join(rows) + "\n\n" + "\n".join(lines) + "\n")
