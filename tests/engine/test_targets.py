@@ -63,6 +63,21 @@ def test_a_number_and_a_column_filter():
     assert result["target"] == "best Titans accuracy@16384 ≥ 0.95 in columns with @1" and result["met"]
 
 
+def test_a_control_is_held_at_or_below_its_figure():
+    """``no_better`` turns the comparison round: a baseline that must stay near chance, whatever the direction."""
+    passkey = [column("lm_passkey", {"swa": [0.1, 0.2], "mag": [0.9, 1.0]}, metric="accuracy@16384", titans=("mag",))]
+    swa, mag = evaluate_targets([Target(metric="accuracy@16384", model=m, against="0.2", no_better=True)
+                                 for m in ("swa", "mag")], passkey, seeds=2)
+    assert swa["target"] == "swa accuracy@16384 ≤ 0.2"
+    assert (swa["met"], swa["columns"][0]["margin"]) == (True, pytest.approx(0.05))      # 0.2 - 0.15
+    assert (mag["met"], mag["columns"][0]["margin"]) == (False, pytest.approx(-0.75))    # 0.2 - 0.95
+    lm = [column("lm_tiny", {"transformer": [2.19, 2.21], "swa": [2.15, 2.15]}, metric="val_bits_per_byte")]
+    [control] = evaluate_targets([Target(metric="val_bits_per_byte", model="swa", against="transformer",
+                                         no_better=True)], lm, seeds=2)
+    assert control["target"] == "swa val_bits_per_byte ≥ transformer"          # lower is better: turned round
+    assert (control["met"], control["columns"][0]["margin"]) == (False, pytest.approx(-0.05))
+
+
 def test_the_report_states_each_target_and_results_json_holds_it(tmp_path):
     suite = Suite(name="mini", variants=["cnn", "lmm"], seeds=[0, 1], groups=[Group(
         name="gue", recipes=["dna_mac"], datasets=["gue/prom_core_notata"], metrics=["mcc"],

@@ -7,12 +7,15 @@ A suite file's group (or a one-group suite's top level) may list targets::
       - {metric: mcc, against: cnn}                                       # the best Titans row above the CNN
       - {metric: mcc, against: "published:DNABERT-2", needed: 2}         # at DNABERT-2's figure on two columns
       - {metric: accuracy@16384, against: 0.95, log: what-limits-the-reach}
+      - {metric: accuracy@16384, model: swa, against: 0.2, no_better: true}   # a control stays near chance
 
 Each is checked in every column of the group where its ``against`` has a figure: another row's mean
 in that column, a published figure of that column (``published:<model>``, from the references), or
 a number. The row held to it (``model``; ``titans``, the default, is the best Titans row of the
-column) meets it when its mean is at least as good, in the metric's direction. A target is met when
-``needed`` columns meet it (0: every column).
+column) meets it when its mean is at least as good, in the metric's direction; with ``no_better``,
+when it is at most as good (a control, such as a baseline that must stay near chance). A target is
+met when ``needed`` columns meet it (0: every column). ``log`` names the section of the experiment
+log (its anchor in ``docs/experiments.md``) that says what was tried on the way to it.
 """
 from __future__ import annotations
 
@@ -36,6 +39,11 @@ class Target:
     columns: str = ""           # only the columns whose label contains this; "": every column
     needed: int = 0             # columns that must meet it; 0: every column where it applies
     log: str = ""               # the experiment log's section on it: an anchor of docs/experiments.md
+    no_better: bool = False     # a control: the row must be no better than against
+
+    def at_most(self) -> bool:
+        """Whether the row is held at or below ``against`` (≤) rather than at or above it."""
+        return lower_is_better(self.metric) != self.no_better
 
     def describe(self) -> str:
         """``mac val_bits_per_byte ≤ transformer``, ``best Titans mcc ≥ DNABERT-2 (published)``."""
@@ -43,7 +51,7 @@ class Target:
         against = (f"{self.against.removeprefix(PUBLISHED)} (published)" if self.against.startswith(PUBLISHED)
                    else self.against)
         where = f" in columns with {self.columns}" if self.columns else ""
-        return f"{model} {self.metric} {'≤' if lower_is_better(self.metric) else '≥'} {against}{where}"
+        return f"{model} {self.metric} {'≤' if self.at_most() else '≥'} {against}{where}"
 
 
 def _number(text: str) -> float | None:
@@ -103,8 +111,7 @@ def evaluate_targets(targets: list[Target], columns: list[dict], seeds: int) -> 
                 continue
             value, against_n = threshold
             ours = _ours(target, column)
-            margin = None if ours is None else (value - ours[1]["mean"] if lower_is_better(target.metric)
-                                                else ours[1]["mean"] - value)
+            margin = None if ours is None else (value - ours[1]["mean"]) * (1 if target.at_most() else -1)
             checked.append({"column": column["label"], "model": ours[0] if ours else None,
                             "ours": ours[1] if ours else None, "against": value, "against_n": against_n,
                             "margin": margin, "met": margin is not None and margin >= 0})
