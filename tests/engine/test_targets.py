@@ -7,7 +7,7 @@ import pytest
 from titans_seq.engine.report import Reference, write_report
 from titans_seq.engine.suite import Group, Suite, load_suite
 from titans_seq.engine.summaries import summary
-from titans_seq.engine.targets import Target, evaluate_targets
+from titans_seq.engine.targets import Target, evaluate_targets, verdict
 from titans_seq.errors import UserError
 
 
@@ -43,6 +43,8 @@ def test_a_published_figure_on_enough_columns():
     assert result["met"] and result["needed"] == 1
     [unknown] = evaluate_targets([Target(metric="mcc", against="published:HyenaDNA")], GUE, seeds=2)
     assert unknown["columns"] == [] and not unknown["met"]     # no column has that figure
+    [unrun] = evaluate_targets([Target(metric="mcc", against="published:DNABERT-2")], GUE[2:], seeds=2)
+    assert not unrun["met"] and verdict(unrun) == "not run: no seed of the row has finished"   # not "missed"
 
 
 def test_a_named_row_at_or_below_another_where_lower_is_better():

@@ -135,6 +135,8 @@ def verdict(result: dict) -> str:
     """``met (1 of 4 columns, 2 needed)``, with how many seeds where fewer than the suite's, or why it is open."""
     if not result["columns"]:
         return "no column has its figure yet"
+    if all(check["ours"] is None for check in result["columns"]):
+        return "not run: no seed of the row has finished"
     met = sum(check["met"] for check in result["columns"])
     provisional = (f"; n={result['seeds']} of the suite's {result['suite_seeds']} seeds"
                    if result["seeds"] < result["suite_seeds"] else "")
