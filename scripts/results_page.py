@@ -98,9 +98,9 @@ def targets_section(names: list[str], docs: Path) -> str:
     if not rows:
         return ""
     return (f"## {TARGETS}\n\nWhat the suites hold their rows to (`targets:` in each suite file, see "
-            "[Reports](guide/reports.md#targets)), checked on the figures below. A margin is how far the row is "
-            "better than the figure it is held to (negative: worse); the experiment log's section says what was "
-            "tried on the way to it.\n\n"
+            "[Reports](guide/reports.md#targets)), checked on the figures below. A margin is how far the row "
+            "clears the figure it is held to, in the direction the target states (negative: how far it falls "
+            "short); the experiment log's section says what was tried on the way to it.\n\n"
             "| suite, group | target | verdict | margin per column | what was tried |\n"
             "| --- | --- | --- | --- | --- |\n"
             + "\n".join(rows) + "\n\n" + _stability_line(names, docs))

@@ -161,5 +161,6 @@ def targets_markdown(results: list[dict]) -> str:
                        else f"{check['against']:.4f} (n={check['against_n']})")
             rows.append(f"| {result['target']} | {check['column']} | {ours} | {against} | {margin(check)} |")
     lines = [f"- {result['target']}: {verdict(result)}.{_tried(result)}" for result in results]
-    return ("**Targets.** A margin is how far the row is better than the figure it is held to (negative: "
-            "worse), in the metric's direction.\n\n" + "\n".join(rows) + "\n\n" + "\n".join(lines) + "\n")
+    return ("**Targets.** A margin is how far the row clears the figure it is held to, in the direction the "
+            "target states (≥ or ≤); negative: how far it falls short.\n\n" + "\n".join(rows) + "\n\n"
+            + "\n".join(lines) + "\n")
