@@ -8,8 +8,10 @@ parameter group, the norm of the loss gradient over a few training batches, the 
 their ratio: gates whose gradient is orders of magnitude below the rest's do not learn at the
 rest's pace. The second gives, per memory, each gate's mean over tokens, its standard deviation
 over tokens (a gate that does not depend on the data has none) and its range, and the norm of the
-gate projection's weights against the norm it was initialised at. ``--init`` adds the same tables
-for the recipe's model at initialisation, to compare.
+gate projection's weights against the norm it was initialised at. The third, for MAC and MAG, gives
+the two branches where they join and the gate the memory sets on the attention. ``--init`` adds the
+same tables for the recipe's model at initialisation (the run's seed, so the run's initial weights),
+to compare, and how far training moved each group of parameters from there.
 """
 from __future__ import annotations
 
@@ -22,17 +24,23 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from titans_seq.engine.runs import open_run
+from titans_seq.layers import Attention, NormalizedGate
 from titans_seq.memory import NeuralMemory
 
 
 def parameter_groups(model: nn.Module) -> dict[str, str]:
-    """Each parameter's group: the gate projection's weight or bias, the rest of the memory, or the rest."""
+    """Each parameter's group: the memory's gate projection (weight, bias), its initial weights, its other
+    parameters, the attention layers, or the rest."""
     groups = {name: "the rest of the model" for name, _ in model.named_parameters()}
     for prefix, module in model.named_modules():
+        if isinstance(module, Attention):
+            for name, _ in module.named_parameters():
+                groups[f"{prefix}.{name}"] = "attention"
         if isinstance(module, NeuralMemory):
             for name, _ in module.named_parameters():
-                groups[f"{prefix}.{name}"] = {"to_gates.weight": "gates: to_gates.weight",
-                                              "to_gates.bias": "gates: to_gates.bias"}.get(name, "memory (other)")
+                group = {"to_gates.weight": "gates: to_gates.weight", "to_gates.bias": "gates: to_gates.bias"}
+                groups[f"{prefix}.{name}"] = group.get(name, "memory: initial weights" if name.startswith("weights.")
+                                                       else "memory: projections, conv, norm")
     return groups
 
 
@@ -87,6 +95,50 @@ def gate_table(model: nn.Module, batch) -> str:
     return "\n".join(lines)
 
 
+def movement_table(trained: nn.Module, initial: nn.Module) -> str:
+    """Per parameter group, how far training moved the weights from the run's initial ones, relative to
+    those: under AdamW every group has the same learning rate, and this is what each made of it."""
+    groups, start = parameter_groups(trained), dict(initial.named_parameters())
+    moved: dict[str, list[float]] = {}
+    norms: dict[str, list[float]] = {}
+    for name, parameter in trained.named_parameters():
+        moved.setdefault(groups[name], []).append((parameter.detach() - start[name].detach()).square().sum().item())
+        norms.setdefault(groups[name], []).append(start[name].detach().square().sum().item())
+    lines = ["| parameters | |W - W_init| | |W_init| | moved / initial |", "|---|---|---|---|"]
+    for group in sorted(moved):
+        d, w = math.sqrt(sum(moved[group])), math.sqrt(sum(norms[group]))
+        lines.append(f"| {group} | {d:.3e} | {w:.3e} | {d / max(w, 1e-30):.3g} |")
+    return "\n".join(lines)
+
+
+def join_table(model: nn.Module, batch) -> str:
+    """Where MAC and MAG join attention and memory, o = RMSNorm(y) * sigmoid(RMSNorm(m)): the root mean
+    square of each branch as it arrives, and the gate sigmoid(RMSNorm(m)): its mean, its spread over
+    tokens and over channels. A gate that does not vary is a constant scale: the memory then adds nothing."""
+    joins = [(name, m) for name, m in model.named_modules() if isinstance(m, NormalizedGate)]
+    seen: dict[str, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
+
+    def keep(name: str):
+        def hook(module, args, output) -> None:      # returns None: the output stays as it was
+            value, gate = args
+            seen.setdefault(name, (value, gate, torch.sigmoid(module.norm_gate(gate))))
+        return hook
+
+    hooks = [module.register_forward_hook(keep(name)) for name, module in joins]
+    model.eval()
+    with torch.no_grad():
+        model(batch[0])
+    for hook in hooks:
+        hook.remove()
+    rms = lambda t: t.square().mean().sqrt().item()     # noqa: E731
+    lines = ["| join | attention RMS | memory RMS | gate mean | gate std over tokens | gate std over channels |",
+             "|---|---|---|---|---|---|"]
+    for name, (value, gate, g) in seen.items():
+        lines.append(f"| {name} | {rms(value):.3g} | {rms(gate):.3g} | {g.mean():.3g} | "
+                     f"{g.std(dim=-2).mean():.3g} | {g.std(dim=-1).mean():.3g} |")
+    return "\n".join(lines) if joins else "(no join: this variant has no gate between attention and memory)"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("run", help="a run or checkpoint folder")
@@ -103,7 +155,9 @@ def main() -> None:
         models.append(("at initialisation", run.task.build_model(run.recipe.model.backbone())))
     for label, model in models:
         print(f"## {label}: {run.checkpoint}\n\n{gradient_table(model, run.task, batches)}\n\n"
-              f"{gate_table(model, batches[0])}\n")
+              f"{gate_table(model, batches[0])}\n\n{join_table(model, batches[0])}\n")
+    if args.init:
+        print(f"## moved from initialisation (seed {run.recipe.run.seed})\n\n{movement_table(*(m for _, m in models))}\n")
 
 
 if __name__ == "__main__":
