@@ -50,8 +50,9 @@ def _bench(args: argparse.Namespace) -> None:
         seeds = [int(seed) for seed in args.seeds.split(",")] if args.seeds else None
     except ValueError:
         raise UserError(f"--seeds {args.seeds!r}: give whole numbers separated by commas") from None
+    columns = args.columns.split(",") if args.columns else None
     print(run_suite(Path(args.suite), Path(args.out) if args.out else None, variants, seeds, args.overrides,
-                    args.name, args.jobs, args.dry_run))
+                    args.name, args.jobs, args.dry_run, columns))
 
 
 def _list(args: argparse.Namespace) -> None:
@@ -129,6 +130,8 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--variants", help="train only these rows' runs (variants or the suite's models, "
                                           "comma-separated); finished runs of the others are still tabulated")
     bench.add_argument("--seeds", help="train only these seeds' runs (comma-separated)")
+    bench.add_argument("--columns", help="train only the runs of the columns whose label contains one of these "
+                                         "(comma-separated), e.g. prom_core or task.horizon=720")
     bench.add_argument("--name", help="the suite's name, and so its folder under out_dir (default: the file's)")
     bench.add_argument("overrides", nargs="*", help="recipe overrides for every run, e.g. train.max_steps=3000")
     bench.set_defaults(run=_bench)

@@ -148,6 +148,22 @@ def test_bench_matches_sizes_per_variant_and_resumes_a_split_grid(tmp_path, caps
     assert longer["variant"] == "mac"
 
 
+def test_bench_trains_only_the_columns_asked_for(tmp_path, capsys):
+    suite = tmp_path / "suite.yaml"
+    suite.write_text(f"name: cols\nrecipes: [demo]\nvariants: [transformer]\nseeds: [0]\nmetrics: [accuracy]\n"
+                     f"out_dir: {tmp_path}\noverrides: [{', '.join(TINY)}]\n"
+                     f"axes: {{train.max_steps: [2, 3]}}\n")
+    assert main(["bench", str(suite), "--columns", "max_steps=3"]) == 0
+    runs = tmp_path / "cols" / "demo"
+    assert (runs / "max_steps-3" / "transformer" / "seed-0" / "test_results.json").is_file()
+    assert not (runs / "max_steps-2").exists()
+    capsys.readouterr()
+    assert main(["bench", str(suite), "--columns", "max_steps=5"]) == 2
+    err = capsys.readouterr().err
+    assert "--columns max_steps=5: no column's label contains it" in err
+    assert "demo train.max_steps=2; demo train.max_steps=3" in err
+
+
 def test_bench_reuses_a_run_saved_before_new_options_or_elsewhere_cached(tmp_path):
     from titans_seq.engine.bench import finished_record
     from titans_seq.engine.config import load_recipe, recipe_to_yaml

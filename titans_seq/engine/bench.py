@@ -3,7 +3,7 @@
 A run whose directory already holds test results of the same recipe (options added since it ran
 taking their defaults) is not trained again, and one that was interrupted continues from its latest
 complete checkpoint of the same recipe, so an interrupted suite resumes where it stopped, and a
-suite can be split across processes or machines (``--variants``, ``--seeds``) and tabulated by a
+suite can be split across processes or machines (``--variants``, ``--seeds``, ``--columns``) and tabulated by a
 last call that finds every run done. ``--jobs N`` trains N runs at a time, each in its own
 process pinned to its share of the cores.
 """
@@ -148,10 +148,11 @@ def _train_in_process(recipe_name: str, overrides: tuple[str, ...], recipe: Reci
 
 def run_suite(path: Path, out: Path | None = None, variants: list[str] | None = None,
               seeds: list[int] | None = None, overrides: list[str] | None = None, name: str | None = None,
-              jobs: int = 1, dry_run: bool = False) -> str:
+              jobs: int = 1, dry_run: bool = False, columns: list[str] | None = None) -> str:
     """Train and test the runs of a suite not done yet; tabulate every finished one.
 
-    ``variants`` and ``seeds`` restrict which runs this call may train (default: all of the suite's);
+    ``variants`` and ``seeds`` restrict which runs this call may train (default: all of the suite's), and
+    ``columns`` to the columns whose label contains one of its strings (e.g. ``prom_core``, ``horizon=720``);
     ``overrides`` are added to every run's, and ``name`` replaces the suite's (and so its folder).
     ``jobs`` runs train at once in separate processes; ``dry_run`` returns the plan instead.
     """
@@ -165,10 +166,16 @@ def run_suite(path: Path, out: Path | None = None, variants: list[str] | None = 
     if jobs < 1:
         raise UserError(f"--jobs {jobs}: give at least 1")
     runs = everything = plan(suite)
+    labels = list(dict.fromkeys(run.column.label for run in runs))
+    unmatched = [text for text in columns or [] if not any(text in label for label in labels)]
+    if unmatched:
+        raise UserError(f"--columns {','.join(unmatched)}: no column's label contains it; the suite's columns are "
+                        f"{'; '.join(labels)}")
     # the runs this call may train, and those of the rest that may have finished before: their recipes are
     # built (and so checked) before anything trains; building one takes a while, so the others are not
     asked = [run for run in runs
-             if (variants is None or run.variant in variants) and (seeds is None or run.seed in seeds)]
+             if (variants is None or run.variant in variants) and (seeds is None or run.seed in seeds)
+             and (columns is None or any(text in run.column.label for text in columns))]
     runs = [run for run in runs if run in asked or any((run.run_dir / name).is_file() for name in DONE)]
     stages = {run: [load_recipe(run.column.recipe, list(stage)) for stage in run.stages] for run in runs}
     recipes = {run: stages[run][-1] for run in runs}      # the last stage's test is the run's result
