@@ -6,8 +6,10 @@ import torch
 from titans_seq.engine.checkpoint import read_model_state
 from titans_seq.engine.config import RecipeError, TrainConfig, load_recipe
 from titans_seq.engine.distributed import init_process
-from titans_seq.engine.trainer import COMPILE_MIN_STEPS, Trainer, compiles, train
-from titans_seq.errors import TrainingError
+from titans_seq.backbones import Backbone, TitansConfig
+from titans_seq.engine.config import OptimConfig
+from titans_seq.engine.trainer import COMPILE_MIN_STEPS, Trainer, build_optimizer, compiles, train
+from titans_seq.errors import TrainingError, UserError
 
 TINY = ["task.n_train=320", "task.n_val=32", "task.n_test=32", "model.d_model=16", "model.n_layers=1",
         "model.n_heads=2", "model.chunk_size=4", "model.segment_len=8", "train.batch_size=16",
@@ -42,6 +44,20 @@ def test_a_run_writes_config_metrics_checkpoints_and_a_test_record(tmp_path):
     assert record["split"] == "test" and record["variant"] == "mac" and record["parameters"] > 0
     assert set(record["metrics"]) == {"loss", "accuracy"} and record["tokens_per_s"] > 0
     assert record["git_revision"]
+
+
+def test_no_decay_exempts_the_named_parameters_from_weight_decay_only():
+    model = Backbone(TitansConfig(variant="mac", d_model=16, n_layers=2, n_heads=2))
+    memory_weights = {id(p) for name, p in model.named_parameters() if "memory.weights" in name}
+    assert len(memory_weights) == 4                                     # two layers of two blocks
+    default, exempt = (build_optimizer(model, OptimConfig(no_decay=names)) for names in ([], ["memory.weights"]))
+    for optimizer in (default, exempt):
+        assert {g["weight_decay"] for g in optimizer.param_groups} == {0.1, 0.0}
+    decayed = lambda optimizer: {id(p) for g in optimizer.param_groups if g["weight_decay"] for p in g["params"]}  # noqa: E731
+    assert memory_weights <= decayed(default)
+    assert decayed(exempt) == decayed(default) - memory_weights           # those, and nothing else
+    with pytest.raises(UserError, match="optim.no_decay: no parameter's name contains memroy.weights"):
+        build_optimizer(model, OptimConfig(no_decay=["memroy.weights"]))
 
 
 def test_killed_run_resumes_exactly(tmp_path, monkeypatch):

@@ -48,6 +48,7 @@ class ModelConfig(TitansConfig):
 class OptimConfig:
     lr: float = 3e-4                     # peak learning rate
     weight_decay: float = 0.1            # AdamW's decoupled weight decay (matrices only)
+    no_decay: list[str] = field(default_factory=list)   # parameters whose name holds one of these: no weight decay
     betas: list[float] = field(default_factory=lambda: [0.9, 0.95])
     eps: float = 1e-8
     warmup_steps: int = 100              # linear warm-up, then cosine decay

@@ -57,14 +57,22 @@ def seed_everything(seed: int) -> None:
 
 
 def build_optimizer(model: nn.Module, cfg: OptimConfig) -> torch.optim.AdamW:
-    """AdamW with decoupled weight decay on matrices only (not on norms, biases, gates' biases).
+    """AdamW with decoupled weight decay on matrices only (not on norms, biases, gates' biases), nor on
+    the parameters whose name contains one of ``cfg.no_decay`` (e.g. ``memory.weights``, the memory's
+    initial weights).
 
     On the CPU it runs fused (one kernel over all parameters instead of a loop of small ops);
     elsewhere torch's default (foreach on CUDA) is kept, so that checkpoints resume as before.
     """
-    params = [p for p in model.parameters() if p.requires_grad]
-    decay = [p for p in params if p.dim() >= 2]
-    no_decay = [p for p in params if p.dim() < 2]
+    named = [(name, p) for name, p in model.named_parameters() if p.requires_grad]
+    unmatched = [text for text in cfg.no_decay if not any(text in name for name, _ in named)]
+    if unmatched:
+        raise UserError(f"optim.no_decay: no parameter's name contains {', '.join(unmatched)} "
+                        "(names read like blocks.0.mixer.memory.weights.0)")
+    params = [p for _, p in named]
+    exempt = {id(p) for name, p in named if any(text in name for text in cfg.no_decay)}
+    decay = [p for p in params if p.dim() >= 2 and id(p) not in exempt]
+    no_decay = [p for p in params if p.dim() < 2 or id(p) in exempt]
     groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
     on_cpu = all(type(p.data) is torch.Tensor and p.device.type == "cpu" for p in params)
     return torch.optim.AdamW(groups, lr=cfg.lr, betas=tuple(cfg.betas), eps=cfg.eps, fused=on_cpu or None)
