@@ -161,3 +161,25 @@ def test_non_finite_outputs_stop_evaluation_with_one_line(tmp_path):
 
     with pytest.raises(TrainingError, match=r"not finite for 1 of \d+ sequences; .*memory_damped_momentum=true"):
         task.evaluate(broken_model, [(ids, labels)])
+
+
+@pytest.mark.parametrize("k", [1, 3])
+def test_rc_average_scores_the_mean_of_both_strands_logits(tmp_path, k):
+    rng = random.Random(k)
+    table = tmp_path / "t.csv"
+    table.write_text("sequence,label\n" + "".join(f"{random_dna(rng, 13)},{i % 2}\n" for i in range(40)))
+    data = DNAClassificationData(path=str(table), test_fraction=0.5)
+    averaged = DNAClassificationTask(DNAClassificationConfig(k=k, rc_average=True), data)
+    plain = DNAClassificationTask(DNAClassificationConfig(k=k), data)
+    batch = averaged.datasets()["test"].tensors
+    weights = torch.randn(averaged.tokenizer.vocab_size, 2, generator=torch.Generator().manual_seed(k))
+
+    def first_token_model(ids):          # reads one end of the sequence only: its two strands disagree
+        return weights[ids[:, 0]]
+
+    reverse = averaged.reverse_complement_ids(batch)
+    logits = (first_token_model(batch[0]) + first_token_model(reverse)) / 2
+    expected = torch.nn.functional.cross_entropy(logits, batch[-1]).item()
+    assert averaged.evaluate(first_token_model, [batch])["loss"] == pytest.approx(expected)
+    one_strand = plain.evaluate(first_token_model, [plain.datasets()["test"].tensors])["loss"]
+    assert one_strand != pytest.approx(expected)
