@@ -3,12 +3,14 @@
     python scripts/results_page.py runs/paper_cpu                     # after titans-seq bench paper_cpu
     python scripts/results_page.py runs/paper_cpu runs/passkey --docs docs
     python scripts/results_page.py runs/ett_512         # adds (or replaces) one suite's section
+    python scripts/results_page.py runs/ett_512 --drop ett_512_rlinear   # ... and removes a section it supersedes
 
 Each suite folder's report.md, results.json and figures/ are copied to docs/results/<suite>/, and
 the page is rebuilt: a short header, then each report in turn, its headings one level down and its
 figure links pointing at the copies, and the git revisions the runs were made at (from the
 suite's records) under it. Sections of suites already on the page and not named keep their place,
-so that publishing one suite needs only that suite's runs.
+so that publishing one suite needs only that suite's runs; ``--drop`` removes a suite's section and
+its copied files, for a suite whose runs another suite's report now holds.
 
 The page opens with a Targets section: every target a packaged suite of the page declares
 (``targets:`` in its file), checked on the published results.json, one row each with its verdict,
@@ -19,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import re
+import shutil
 import sys
 from pathlib import Path
 
@@ -106,9 +109,15 @@ def targets_section(names: list[str], docs: Path) -> str:
             + "\n".join(rows) + "\n\n" + _stability_line(names, docs))
 
 
-def publish(folders: list[Path], docs: Path) -> str:
-    """Copy each suite folder's report into ``docs/results/<suite>/`` and write ``docs/results.md``."""
+def publish(folders: list[Path], docs: Path, drop: list[str] = ()) -> str:
+    """Copy each suite folder's report into ``docs/results/<suite>/``, remove the ``drop`` suites' sections and
+    copies, and write ``docs/results.md``."""
     sections = _published_sections(docs / "results.md")
+    for name in drop:
+        if name not in sections:
+            raise FileNotFoundError(f"--drop {name}: no such section on {docs / 'results.md'} "
+                                    f"(sections: {', '.join(sections) or 'none'})")
+        del sections[name]
     for folder in folders:
         report = folder / "report.md"
         if not report.is_file():
@@ -126,16 +135,23 @@ def publish(folders: list[Path], docs: Path) -> str:
     page = HEADER.format(folders=" ".join(f"runs/{name}" for name in sections)) + "\n".join(
         [part for part in [targets_section(list(sections), docs)] if part] + list(sections.values()))
     write_atomically(docs / "results.md", page)
+    for name in drop:
+        shutil.rmtree(docs / "results" / name, ignore_errors=True)
     return page
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("folders", nargs="+", type=Path, help="finished suite folders, e.g. runs/paper_cpu")
+    parser.add_argument("folders", nargs="*", type=Path, help="finished suite folders, e.g. runs/paper_cpu")
+    parser.add_argument("--drop", action="append", default=[], metavar="SUITE",
+                        help="remove this suite's section and its files under docs/results/ (repeatable)")
     parser.add_argument("--docs", type=Path, default=Path("docs"))
     args = parser.parse_args()
+    if not args.folders and not args.drop:
+        print("results_page: give suite folders to publish, or --drop SUITE", file=sys.stderr)
+        sys.exit(2)
     try:
-        publish(args.folders, args.docs)
+        publish(args.folders, args.docs, args.drop)
     except FileNotFoundError as error:
         print(f"results_page: {error}", file=sys.stderr)
         sys.exit(2)

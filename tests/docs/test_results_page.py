@@ -60,6 +60,20 @@ def test_publishing_one_suite_keeps_the_others_sections(tmp_path):
     assert _publish(tmp_path, third).rstrip().endswith("[results.json](results/third/results.json) holds every value.")
 
 
+def test_drop_removes_a_superseded_suites_section_and_files(tmp_path):
+    first, second = _finished_suite(tmp_path, "first", [0.6, 0.62]), _finished_suite(tmp_path, "second", [0.7, 0.7])
+    _publish(tmp_path, first, second)
+    page = _publish(tmp_path, "--drop", "first")
+    assert "\n## first\n" not in page and "\n## second\n" in page and "runs/first" not in page
+    assert not (tmp_path / "docs" / "results" / "first").exists() and (tmp_path / "docs" / "results" / "second").is_dir()
+    for args, message in ((["--drop", "first"], "--drop first: no such section on "),
+                          ([], "give suite folders to publish, or --drop SUITE")):
+        result = subprocess.run([sys.executable, str(SCRIPT), *args, "--docs", str(tmp_path / "docs")],
+                                capture_output=True, text=True)
+        assert result.returncode == 2 and len(result.stderr.splitlines()) == 1 and message in result.stderr
+    assert (tmp_path / "docs" / "results.md").read_text() == page       # a refused call leaves the page as it was
+
+
 def test_the_page_opens_with_the_packaged_suites_targets_checked(tmp_path):
     """A section named after a packaged suite (lm_tiny_512) is checked against that suite file's targets."""
     folder = tmp_path / "runs" / "lm_tiny_512"
