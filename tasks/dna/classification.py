@@ -41,6 +41,7 @@ class DNAClassificationConfig:
     k: int = 1                       # bases per token: 1, or non-overlapping k-mers
     rc_augment: bool = True          # train on the reverse complement of a random half of each batch
     rc_average: bool = False         # at evaluation, average the logits of a sequence and its reverse complement
+    rc_conjoin: bool = False         # in training too: the loss is that of the two strands' averaged logits
     cnn: CNNConfig = field(default_factory=CNNConfig)   # the CNN's sizes (architecture cnn; model.* is then unused)
 
 
@@ -147,7 +148,7 @@ class DNAClassificationTask(Task):
         lengths = [len(s) for split in self.splits.values() for s in split.sequences]
         bases = min(max(lengths), self.data.max_length) if self.data.max_length else max(lengths)
         # a sequence whose length is no multiple of k has other k-mer boundaries on the reverse strand
-        uses_rc = self.config.rc_augment or self.config.rc_average
+        uses_rc = self.config.rc_augment or self.config.rc_average or self.config.rc_conjoin
         rc_from_strings = uses_rc and any(min(n, bases) % self.tokenizer.k for n in lengths)
         return {split: self._tensors(split, bases, rc_from_strings) for split in ("train", "val", "test")}
 
@@ -165,6 +166,9 @@ class DNAClassificationTask(Task):
 
     def loss(self, model: nn.Module, batch) -> Tensor:
         ids, labels = batch[0], batch[-1]
+        if self.config.rc_conjoin:
+            logits = (model(ids).float() + model(self.reverse_complement_ids(batch)).float()) / 2
+            return F.cross_entropy(logits, labels)
         if self.config.rc_augment:
             flip = torch.rand(len(ids), device=ids.device) < 0.5
             ids = torch.where(flip.unsqueeze(-1), self.reverse_complement_ids(batch), ids)

@@ -183,3 +183,22 @@ def test_rc_average_scores_the_mean_of_both_strands_logits(tmp_path, k):
     assert averaged.evaluate(first_token_model, [batch])["loss"] == pytest.approx(expected)
     one_strand = plain.evaluate(first_token_model, [plain.datasets()["test"].tensors])["loss"]
     assert one_strand != pytest.approx(expected)
+
+
+def test_rc_conjoin_trains_on_the_mean_of_both_strands_logits(tmp_path):
+    rng = random.Random(7)
+    table = tmp_path / "t.csv"
+    table.write_text("sequence,label\n" + "".join(f"{random_dna(rng, 13)},{i % 2}\n" for i in range(40)))
+    task = DNAClassificationTask(DNAClassificationConfig(k=3, rc_augment=False, rc_conjoin=True),
+                                 DNAClassificationData(path=str(table)))
+    batch = task.datasets()["train"].tensors
+    weights = torch.randn(task.tokenizer.vocab_size, 2, generator=torch.Generator().manual_seed(7))
+
+    def first_token_model(ids):
+        return weights[ids[:, 0]]
+
+    logits = (first_token_model(batch[0]) + first_token_model(task.reverse_complement_ids(batch))) / 2
+    assert task.loss(first_token_model, batch).item() == pytest.approx(
+        torch.nn.functional.cross_entropy(logits, batch[-1]).item())
+    assert task.loss(first_token_model, batch).item() != pytest.approx(
+        torch.nn.functional.cross_entropy(first_token_model(batch[0]), batch[-1]).item())
