@@ -41,7 +41,7 @@ class DNAClassificationConfig:
     k: int = 1                       # bases per token: 1, or non-overlapping k-mers
     rc_augment: bool = True          # train on the reverse complement of a random half of each batch
     rc_average: bool = False         # at evaluation, average the logits of a sequence and its reverse complement
-    rc_conjoin: bool = False         # in training too: the loss is that of the two strands' averaged logits
+    rc_conjoin: bool = False         # train on both strands' averaged logits too (implies rc_average)
     cnn: CNNConfig = field(default_factory=CNNConfig)   # the CNN's sizes (architecture cnn; model.* is then unused)
 
 
@@ -164,11 +164,15 @@ class DNAClassificationTask(Task):
             return DNACNN(self.tokenizer.vocab_size, len(self.classes), self.config.cnn, self.config.pooling)
         return SequenceClassifier(self.tokenizer.vocab_size, len(self.classes), model_config, self.config.pooling)
 
+    def _logits(self, model: nn.Module, batch, both_strands: bool) -> Tensor:
+        """The batch's logits, or the mean of its sequences' and their reverse complements' logits."""
+        out = model(batch[0]).float()
+        return (out + model(self.reverse_complement_ids(batch)).float()) / 2 if both_strands else out
+
     def loss(self, model: nn.Module, batch) -> Tensor:
         ids, labels = batch[0], batch[-1]
         if self.config.rc_conjoin:
-            logits = (model(ids).float() + model(self.reverse_complement_ids(batch)).float()) / 2
-            return F.cross_entropy(logits, labels)
+            return F.cross_entropy(self._logits(model, batch, both_strands=True), labels)
         if self.config.rc_augment:
             flip = torch.rand(len(ids), device=ids.device) < 0.5
             ids = torch.where(flip.unsqueeze(-1), self.reverse_complement_ids(batch), ids)
@@ -176,13 +180,10 @@ class DNAClassificationTask(Task):
 
     def evaluate(self, model: nn.Module, batches: Iterable) -> dict[str, float]:
         logits, labels = [], []
+        both_strands = self.config.rc_average or self.config.rc_conjoin
         for batch in batches:
-            ids, target = batch[0], batch[-1]
-            out = model(ids).float()
-            if self.config.rc_average:
-                out = (out + model(self.reverse_complement_ids(batch)).float()) / 2
-            logits.append(out.cpu())
-            labels.append(target.cpu())
+            logits.append(self._logits(model, batch, both_strands).cpu())
+            labels.append(batch[-1].cpu())
         logits, labels = torch.cat(logits), torch.cat(labels).numpy()
         broken = (~torch.isfinite(logits)).any(-1).sum().item()
         if broken:

@@ -202,3 +202,7 @@ def test_rc_conjoin_trains_on_the_mean_of_both_strands_logits(tmp_path):
         torch.nn.functional.cross_entropy(logits, batch[-1]).item())
     assert task.loss(first_token_model, batch).item() != pytest.approx(
         torch.nn.functional.cross_entropy(first_token_model(batch[0]), batch[-1]).item())
+    test = task.datasets()["test"].tensors                 # and it is evaluated as it was trained
+    both = (first_token_model(test[0]) + first_token_model(task.reverse_complement_ids(test))) / 2
+    assert task.evaluate(first_token_model, [test])["loss"] == pytest.approx(
+        torch.nn.functional.cross_entropy(both, test[-1]).item())
