@@ -20,6 +20,7 @@ from torch.utils.data import TensorDataset
 from titans_seq.backbones import Backbone, TitansConfig
 from titans_seq.data import DataSource
 from titans_seq.engine.registry import register_task
+from titans_seq.engine.stability import stability_advice
 from titans_seq.engine.task import Task
 from titans_seq.errors import TrainingError, UserError
 
@@ -188,7 +189,7 @@ class DNAClassificationTask(Task):
         broken = (~torch.isfinite(logits)).any(-1).sum().item()
         if broken:
             raise TrainingError(f"the model's outputs are not finite for {broken} of {len(logits)} sequences; "
-                                "try a lower optim.lr, or model.memory_damped_momentum=true")
+                                f"{stability_advice(model)}")
         probs = logits.softmax(-1).numpy()
         predicted = probs.argmax(-1)
         metrics = {"loss": F.cross_entropy(logits, torch.from_numpy(labels)).item(),

@@ -1,5 +1,9 @@
-"""The stability paragraph of a report: clean runs, skipped steps, stopped runs, and runs never counted."""
-from titans_seq.engine.stability import stability, stability_note
+"""The stability paragraph of a report: clean runs, skipped steps, stopped runs, and runs never counted;
+and the advice a run that goes non-finite stops with."""
+from torch import nn
+
+from titans_seq.engine.stability import stability, stability_advice, stability_note
+from titans_seq.memory import NeuralMemory
 
 
 def run(model, seed, **extra):
@@ -28,3 +32,17 @@ def test_every_kind_of_run_is_counted_and_named():
 def test_a_record_without_a_suite_row_is_named_by_its_variant_and_task():
     summary = stability([{"variant": "mag", "task": "lm", "seed": 2, "nonfinite_steps": 1, "metrics": {}}])
     assert summary["skipped"] == [{"model": "mag", "seed": 2, "column": "lm", "steps": 1}]
+
+
+def test_advice_names_the_memory_options_some_memory_layer_leaves_off():
+    def memory(**options):
+        return NeuralMemory(d_model=8, n_heads=2, chunk_size=4, **options)
+
+    both = "model.memory_damped_momentum=true and model.memory_bound_by_input_norm=true"
+    assert stability_advice(nn.Linear(2, 2)) == "try a lower optim.lr"
+    assert stability_advice(memory()) == f"try a lower optim.lr, or {both}"
+    bound = "try a lower optim.lr, or model.memory_bound_by_input_norm=true"
+    assert stability_advice(memory(damped_momentum=True)) == bound
+    assert stability_advice(memory(damped_momentum=True, bound_by_input_norm=True)) == "try a lower optim.lr"
+    mixed = nn.Sequential(memory(damped_momentum=True, bound_by_input_norm=True), memory(damped_momentum=True))
+    assert stability_advice(mixed) == bound

@@ -107,7 +107,8 @@ def test_non_finite_losses_are_skipped_then_stop_the_run(tmp_path, monkeypatch, 
         return value * float("nan") if calls["n"] > 4 else value
 
     trainer.task.loss = loss
-    with pytest.raises(TrainingError, match=r"3 non-finite losses in a row; last good checkpoint: .*step-000004"):
+    with pytest.raises(TrainingError, match=r"3 non-finite losses in a row; last good checkpoint: .*step-000004; "
+                                            r"try a lower optim.lr"):
         trainer.fit()
     assert "non-finite loss, step skipped (1/3 in a row)" in capsys.readouterr().out
     assert all(torch.isfinite(p).all() for p in trainer.model.parameters())

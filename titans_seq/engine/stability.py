@@ -1,11 +1,29 @@
 """What a suite's runs say about training stability: the steps skipped for a non-finite loss, and the
-runs that stopped.
+runs that stopped; and what to try when a run goes non-finite.
 
 The trainer counts the steps it skips (``nonfinite_steps`` in a test record); the bench sums them over
 a curriculum's stages and records a run that failed with its error (``failed``). A report states, per
 group, how many runs were clean, which were not, and how many ran before the count existed.
 """
 from __future__ import annotations
+
+from torch import nn
+
+from titans_seq.memory import NeuralMemory
+
+# the memory's stability options, each an attribute of NeuralMemory and the recipe key that sets it,
+# in the order to try them (docs/concepts/memory.md, "Stability of the inner loop")
+MEMORY_STABILITY_OPTIONS = {"damped_momentum": "model.memory_damped_momentum=true",
+                            "bound_by_input_norm": "model.memory_bound_by_input_norm=true"}
+
+
+def stability_advice(model: nn.Module) -> str:
+    """What to try when a model's loss or outputs go non-finite: a lower learning rate and, for a model
+    with a neural memory, the memory's stability options that some of its memory layers leave off."""
+    memories = [module for module in model.modules() if isinstance(module, NeuralMemory)]
+    unused = [key for option, key in MEMORY_STABILITY_OPTIONS.items()
+              if any(not getattr(memory, option) for memory in memories)]
+    return "try a lower optim.lr" + (", or " + " and ".join(unused) if unused else "")
 
 
 def is_failed(record: dict) -> bool:

@@ -31,6 +31,7 @@ from .progress import MetricsLog, Progress
 from .records import result_record, write_atomically, write_record
 from .registry import get_task
 from .runs import find_checkpoint
+from .stability import stability_advice
 from .task import Task
 
 
@@ -331,7 +332,8 @@ class Trainer:
                     if state.nonfinite_in_a_row >= cfg.train.max_nonfinite:
                         kept = latest_checkpoint(self.run_dir)
                         raise TrainingError(f"stopped: {state.nonfinite_in_a_row} non-finite losses in a row; "
-                                            f"last good checkpoint: {kept or 'none written yet'}")
+                                            f"last good checkpoint: {kept or 'none written yet'}; "
+                                            f"{stability_advice(model)}")
                     continue
                 state.nonfinite_in_a_row = 0
                 state.step += 1
