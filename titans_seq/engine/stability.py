@@ -11,17 +11,16 @@ from torch import nn
 
 from titans_seq.memory import NeuralMemory
 
-# the memory's stability options, each an attribute of NeuralMemory and the recipe key that sets it,
+# the memory's stability options, NeuralMemory attributes that a recipe sets as model.memory_<option>,
 # in the order to try them (docs/concepts/memory.md, "Stability of the inner loop")
-MEMORY_STABILITY_OPTIONS = {"damped_momentum": "model.memory_damped_momentum=true",
-                            "bound_by_input_norm": "model.memory_bound_by_input_norm=true"}
+MEMORY_STABILITY_OPTIONS = ("damped_momentum", "bound_by_input_norm")
 
 
 def stability_advice(model: nn.Module) -> str:
     """What to try when a model's loss or outputs go non-finite: a lower learning rate and, for a model
     with a neural memory, the memory's stability options that some of its memory layers leave off."""
     memories = [module for module in model.modules() if isinstance(module, NeuralMemory)]
-    unused = [key for option, key in MEMORY_STABILITY_OPTIONS.items()
+    unused = [f"model.memory_{option}=true" for option in MEMORY_STABILITY_OPTIONS
               if any(not getattr(memory, option) for memory in memories)]
     return "try a lower optim.lr" + (", or " + " and ".join(unused) if unused else "")
 
