@@ -153,3 +153,38 @@ def test_gradcheck(depth):
         return (y, *final.weights, *final.surprise)
 
     assert torch.autograd.gradcheck(fn, (*tensors[:6], *state_tensors(state)), fast_mode=True)
+
+
+def mixed_norm_keys(tensors, seed):
+    """Keys scaled to norms from 0.5 to 2: the bound by input norm is active on some tokens, not others."""
+    g = torch.Generator().manual_seed(seed)
+    k = tensors[1]
+    with torch.no_grad():
+        k.mul_(0.5 + 1.5 * torch.rand(k.shape[:-1], generator=g, dtype=k.dtype).unsqueeze(-1))
+    return tensors
+
+
+@pytest.mark.parametrize("depth", [1, 2, 3])
+@pytest.mark.parametrize("activation", ["silu", "gelu"])
+@pytest.mark.parametrize("T, chunk_size", [(21, 4), (5, 8)])
+def test_steps_bounded_by_input_norm_match_autograd(depth, activation, T, chunk_size):
+    tensors, n = make_inputs(T=T, dims=DEPTH_DIMS[depth], seed=3 * depth + T, requires_grad=True)
+    tensors = mixed_norm_keys(tensors, seed=depth)
+    norms = tensors[1].detach().norm(dim=-1)
+    assert (norms > 1).any() and (norms < 1).any()
+    assert_match(lambda autograd: outputs(*run(tensors, n, autograd, chunk_size=chunk_size, activation=activation,
+                                               bound_by_input_norm=True)), tensors)
+
+
+@pytest.mark.parametrize("depth", [1, 2])
+def test_steps_bounded_by_input_norm_match_autograd_with_a_carried_state(depth):
+    dims = DEPTH_DIMS[depth]
+    earlier, n = make_inputs(T=6, dims=dims, seed=depth)
+    with torch.no_grad():
+        _, state = run(earlier, n, autograd=True, chunk_size=4, bound_by_input_norm=True)
+    state = leaf_state(state)
+    tensors, _ = make_inputs(T=11, dims=dims, seed=depth + 50, requires_grad=True)
+    tensors = mixed_norm_keys(tensors, seed=depth + 1)
+    inputs = [*tensors[:6], *state_tensors(state)]
+    assert_match(lambda autograd: outputs(*run(tensors, n, autograd, state=state, chunk_size=4,
+                                               bound_by_input_norm=True)), inputs)

@@ -212,3 +212,26 @@ def test_a_kernel_that_fits_no_gpu_tile_falls_back_to_torch_exactly(dims, refuse
     loss_ref = y_whole.square().sum() + sum(w.square().sum() for w in ref.weights + ref.surprise)
     for a, b in zip(g_split, torch.autograd.grad(loss_ref, [*x, *W])):
         assert rel_err(a, b) <= 1e-4
+
+
+@pytest.mark.parametrize("dims,chunk,activation", [((16, 16), 16, "silu"), ((16, 32, 16), 16, "silu"),
+                                                   ((24, 48, 16), 24, "gelu"), ((16, 64, 16), 16, "relu")])
+def test_steps_bounded_by_input_norm_match_torch(dims, chunk, activation):
+    """Keys of norms 0.5-2 and a first layer three times wider than unit: the bound acts on some
+    tokens of each layer and not on others; outputs, state and every gradient match."""
+    x, W = inputs(dims, T=29, seed=7)
+    g = torch.Generator().manual_seed(7)
+    with torch.no_grad():
+        x[1].mul_((0.5 + 1.5 * torch.rand(x[1].shape[:-1], generator=g)).unsqueeze(-1).to(DEVICE))
+        W[0].mul_(3.0)
+    x, W = [t.requires_grad_() for t in x], [w.requires_grad_() for w in W]
+    probe = torch.randn(2, 29, 2, dims[-1], device=DEVICE)
+    results = {}
+    for backend in ("torch", "triton"):
+        y, state = run(x, W, backend, chunk_size=chunk, activation=activation, bound_by_input_norm=True)
+        loss = (y * probe).sum() + sum(w.square().sum() for w in state.weights + state.surprise)
+        results[backend] = (y, *state.weights, *torch.autograd.grad(loss, [*x, *W]))
+    for got, want in zip(results["triton"], results["torch"]):
+        assert rel_err(got, want) <= 1e-4
+    free, _ = run(x, W, "torch", chunk_size=chunk, activation=activation)
+    assert rel_err(results["torch"][0], free) > 1e-2             # the bound is in force

@@ -24,7 +24,7 @@ class TitansConfig:
     memory_chunk_budget: float | None = None  # bound a chunk's summed steps along a key, momentum counted
     memory_decay_target: str = "zero"  # what the decay forgets toward: zero (the paper's) | init (the learnt W_0)
     memory_bound_by_input_norm: bool = False  # each memory layer's step / max(1, |its input|^2): a wide hidden
-                                              # layer cannot overshoot (torch backend only)
+                                              # layer cannot overshoot
     memory_backend: str = "auto"     # torch | torch_recompute (less memory) | triton | auto (triton on CUDA)
     chunk_size: int = 64             # tokens per memory update chunk (gradients at chunk-start weights)
     segment_len: int = 128           # MAC: tokens per segment attended together with the memory

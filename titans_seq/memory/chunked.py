@@ -103,6 +103,19 @@ def input_bounded(path: KeyPath) -> list[Tensor]:
     return [e / a.square().sum(-1, keepdim=True).clamp_min(1.0) for a, e in zip(path.inputs, path.errors)]
 
 
+def input_bounded_backward(inputs: list[Tensor], bounded: list[Tensor],
+                           d_bounded: list[Tensor]) -> tuple[list[Tensor], list[Tensor]]:
+    """Per layer, the gradients of the raw errors e and of the inputs a from those of the bounded
+    errors b = e / n, n = max(1, ||a||^2): d e = d b / n, and d a = -2 a (d b . b) / n where ||a||^2 > 1."""
+    d_errors, d_inputs = [], []
+    for a, b, d_b in zip(inputs, bounded, d_bounded):
+        norm = a.square().sum(-1, keepdim=True)
+        n = norm.clamp_min(1.0)
+        d_errors.append(d_b / n)
+        d_inputs.append(torch.where(norm > 1, -2 * (d_b * b).sum(-1, keepdim=True) / n, 0.0) * a)
+    return d_errors, d_inputs
+
+
 def _chunks(q, k, v, lr, momentum, decay, weights, surprise, act, chunk_weights=None, anchor=None, bound=False):
     """N consecutive chunks of n tokens: per-token outputs, and a function that gives the (weights,
     surprise) after them (the last chunk's update runs only when the state is wanted).
@@ -176,8 +189,7 @@ def chunked_neural_memory(q: Tensor, k: Tensor, v: Tensor, lr: Tensor, momentum:
     Autograd differentiates this module's form. With ``autograd=False`` (the ``torch_recompute``
     backend) the chunks run through ``chunked_function.ChunkSweep`` and its hand-written backward
     instead, which keeps only the chunk-start states: less memory, but slower on a CPU today
-    (docs/benchmarks.md); its backward covers decay toward zero and unbounded steps only (no ``anchor``,
-    no ``bound_by_input_norm``).
+    (docs/benchmarks.md); its backward covers decay toward zero only (no ``anchor``).
     """
     from .chunked_function import fused_chunks   # it builds on this module's helpers
 
@@ -185,8 +197,7 @@ def chunked_neural_memory(q: Tensor, k: Tensor, v: Tensor, lr: Tensor, momentum:
     if state is not None:
         tensors += [*state.weights, *state.surprise, *state.chunk_weights]
     needs_grad = torch.is_grad_enabled() and any(t.requires_grad for t in tensors)
-    assert (anchor is None and not bound_by_input_norm) or autograd, \
-        "the hand-written backward covers decay toward zero and unbounded steps only"
+    assert anchor is None or autograd, "the hand-written backward covers decay toward zero only"
     sweep = fused_chunks if needs_grad and not autograd else _chunks
     if bound_by_input_norm:
         sweep = functools.partial(sweep, bound=True)

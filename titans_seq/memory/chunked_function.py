@@ -26,7 +26,10 @@ Backward, walking the chunks in reverse with dW, dS the gradients of the state l
    diag(w) a dW + diag(s) a dS; w and s receive row sums of (a dW) . e and (a dS) . e;
    g, d, p receive sum(dW . W), sum(dW . S), sum(dS . S); the state leaving the chunk passes
    g dW to W and d dW + p dS to S.
-4. The key path: the error chain e_l = (e_{l+1} G_{l+1}^T) . act'(z_l) is differentiated second
+4. The key path: with steps bounded by input norm the reads and the update take each error
+   divided by n = max(1, ||a_l||^2), so the gradient of that bounded error b becomes one of the
+   raw error (d b / n) and of the input (-2 a (d b . b) / n where ||a||^2 > 1). Then the error
+   chain e_l = (e_{l+1} G_{l+1}^T) . act'(z_l), on the raw errors, is differentiated second
    order through the activation (act''), then the squared loss and the forward path; its
    gradient of G joins dW (or the resumed chunk's chunk weights).
 5. The coefficients down to the gates lr, momentum and decay, without dividing by a gate: a
@@ -45,7 +48,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .activations import Activation
-from .chunked import KeyPath, key_path, segment_products, state_after_chunk
+from .chunked import KeyPath, input_bounded, input_bounded_backward, key_path, segment_products, state_after_chunk
 
 
 class Coefficients(NamedTuple):
@@ -205,14 +208,19 @@ def _stack(states: list[list[Tensor]], batch: tuple[int, int]) -> list[Tensor]:
     return [torch.stack([s[l].expand(*batch, -1, -1) for s in states], dim=2) for l in range(len(states[0]))]
 
 
-def _forward_sweep(q, k, v, lr, momentum, decay, weights, surprise, chunk_weights, act):
+def _written(path: KeyPath, bound: bool) -> KeyPath:
+    """The key path with the errors that the reads and the update use (bounded by input norm, or raw)."""
+    return path._replace(errors=input_bounded(path)) if bound else path
+
+
+def _forward_sweep(q, k, v, lr, momentum, decay, weights, surprise, chunk_weights, act, bound):
     """y, the state entering every chunk, and the state after the last."""
     cf = chunk_coefficients(lr, momentum, decay)
     entering_w, entering_s, paths = [], [], []
     for c in range(q.shape[2]):
         entering_w.append(weights)
         entering_s.append(surprise)
-        path = key_path(k[:, :, c], v[:, :, c], chunk_weights or weights, act)
+        path = _written(key_path(k[:, :, c], v[:, :, c], chunk_weights or weights, act), bound)
         paths.append(path)
         weights, surprise = state_after_chunk(weights, surprise, path.inputs, path.errors, *_end_of_chunk(cf, c))
     batch = q.shape[:2]
@@ -223,7 +231,7 @@ def _forward_sweep(q, k, v, lr, momentum, decay, weights, surprise, chunk_weight
     return y, W0, S0, weights, surprise
 
 
-def _backward_sweep(saved, dy, d_final_w, d_final_s, resumed: bool, act: Activation):
+def _backward_sweep(saved, dy, d_final_w, d_final_s, resumed: bool, act: Activation, bound: bool):
     """Gradients of q, k, v, the gates, the entering weights and surprise, and the gradient weights."""
     q, k, v, lr, momentum, decay, *states = saved
     L = len(d_final_w)
@@ -231,23 +239,27 @@ def _backward_sweep(saved, dy, d_final_w, d_final_s, resumed: bool, act: Activat
     chunk_weights = [g.unsqueeze(2) for g in G] if resumed else W0
     cf = chunk_coefficients(lr, momentum, decay)
     path = key_path(k, v, chunk_weights, act)
+    written = _written(path, bound)
     d_q, d_a, d_e, dW_read, dS_read, d_coef, d_gamma, d_delta = _reads_backward(
-        dy, cf, W0, S0, path, reads(q, cf, W0, S0, path, act, output=False), act)
+        dy, cf, W0, S0, written, reads(q, cf, W0, S0, written, act, output=False), act)
 
     N = q.shape[2]
     d_w, d_s = list(d_final_w), list(d_final_s)
     d_k, d_v, d_w_end, d_s_end, d_g, d_d, d_p = ([None] * N for _ in range(7))
     for c in reversed(range(N)):
         at = lambda xs: [x[:, :, c] for x in xs]  # noqa: E731
-        chunk = path.at(c)
+        chunk, errors = path.at(c), at(written.errors)
         w, s, g, d, p = _end_of_chunk(cf, c)
         a_dW = [a @ dW for a, dW in zip(chunk.inputs, d_w)]
         a_dS = [a @ dS for a, dS in zip(chunk.inputs, d_s)]
         d_inputs = [da + w * (e @ dW.mT) + s * (e @ dS.mT)
-                    for da, e, dW, dS in zip(at(d_a), chunk.errors, d_w, d_s)]
+                    for da, e, dW, dS in zip(at(d_a), errors, d_w, d_s)]
         d_errors = [de + w * x + s * y for de, x, y in zip(at(d_e), a_dW, a_dS)]
-        d_w_end[c] = sum((x * e).sum(-1) for x, e in zip(a_dW, chunk.errors))
-        d_s_end[c] = sum((y * e).sum(-1) for y, e in zip(a_dS, chunk.errors))
+        d_w_end[c] = sum((x * e).sum(-1) for x, e in zip(a_dW, errors))
+        d_s_end[c] = sum((y * e).sum(-1) for y, e in zip(a_dS, errors))
+        if bound:
+            d_errors, d_bound = input_bounded_backward(chunk.inputs, errors, d_errors)
+            d_inputs = [x + y for x, y in zip(d_inputs, d_bound)]
         d_g[c] = sum(_dot(dW, W) for dW, W in zip(d_w, at(W0)))
         d_d[c] = sum(_dot(dW, S) for dW, S in zip(d_w, at(S0)))
         d_p[c] = sum(_dot(dS, S) for dS, S in zip(d_s, at(S0)))
@@ -264,11 +276,13 @@ def _backward_sweep(saved, dy, d_final_w, d_final_s, resumed: bool, act: Activat
 
 class Sweep(NamedTuple):
     """A chunk sweep's non-tensor input: the memory's depth and activation, whether a surprise
-    enters it (else zero) and whether its single chunk resumes part-way (its chunk weights enter)."""
+    enters it (else zero), whether its single chunk resumes part-way (its chunk weights enter) and
+    whether its steps are bounded by input norm."""
     depth: int
     act: Activation
     has_surprise: bool
     resumed: bool
+    bound: bool
 
 
 class ChunkSweep(torch.autograd.Function):
@@ -287,7 +301,7 @@ class ChunkSweep(torch.autograd.Function):
         surprise = list(tensors[6 + L:6 + 2 * L]) if sweep.has_surprise else [torch.zeros_like(W) for W in weights]
         chunk_weights = list(tensors[6 + (1 + sweep.has_surprise) * L:]) if sweep.resumed else None
         y, W0, S0, final_w, final_s = _forward_sweep(q, k, v, lr, momentum, decay, weights, surprise, chunk_weights,
-                                                     sweep.act)
+                                                     sweep.act, sweep.bound)
         ctx.sweep = sweep
         ctx.shapes = [t.shape for t in tensors[6:]]
         ctx.save_for_backward(q, k, v, lr, momentum, decay, *W0, *S0, *(chunk_weights or []))
@@ -297,17 +311,17 @@ class ChunkSweep(torch.autograd.Function):
     def backward(ctx, dy: Tensor, *d_state: Tensor):
         sweep, L = ctx.sweep, ctx.sweep.depth
         *d_tokens, d_w, d_s, d_gw = _backward_sweep(ctx.saved_tensors, dy, d_state[:L], d_state[L:], sweep.resumed,
-                                                    sweep.act)
+                                                    sweep.act, sweep.bound)
         d_states = [*d_w, *(d_s if sweep.has_surprise else []), *d_gw]
         return (None, *d_tokens, *(_sum_to(d, shape) for d, shape in zip(d_states, ctx.shapes)))
 
 
-def fused_chunks(q, k, v, lr, momentum, decay, weights, surprise, act, chunk_weights=None):
-    """``chunked._chunks`` (same arguments and results) through :class:`ChunkSweep`; the state after
-    the sweep is an output of the autograd function, so it is computed whether used or not."""
+def fused_chunks(q, k, v, lr, momentum, decay, weights, surprise, act, chunk_weights=None, bound=False):
+    """``chunked._chunks`` (same arguments and results, no anchor) through :class:`ChunkSweep`; the state
+    after the sweep is an output of the autograd function, so it is computed whether used or not."""
     L = len(weights)
     assert chunk_weights is None or q.shape[2] == 1, "only a single chunk resumes part-way"
-    sweep = Sweep(L, act, surprise is not None, chunk_weights is not None)
+    sweep = Sweep(L, act, surprise is not None, chunk_weights is not None, bound)
     y, *state = ChunkSweep.apply(sweep, q, k, v, lr, momentum, decay, *weights, *(surprise or []),
                                  *(chunk_weights or []))
     return y, lambda: (state[:L], state[L:])

@@ -26,12 +26,12 @@ else:
     BACKENDS["triton"] = triton_neural_memory
 
 
-AUTOGRAD_BACKENDS = ("torch",)   # the backends that run the options the hand-written backwards lack
+AUTOGRAD_BACKENDS = ("torch",)   # the backends that run decay toward an anchor, which the hand-written backwards lack
 
 
 def resolve_backend(backend: str, device: torch.device, depth: int = 1, needs: tuple[str, ...] = ()) -> str:
     """The backend that runs a memory of ``depth`` layers on ``device`` with the options ``needs`` names
-    (those only autograd differentiates: "decay toward an anchor", "steps bounded by input norm"):
+    (those only autograd differentiates: "decay toward an anchor"):
     ``auto`` picks the fastest one available. This is the one place that sends a call from
     the Triton kernels to the torch backend before it starts (a kernel too large for the GPU is found
     at launch: see ``triton_backend``)."""
@@ -110,13 +110,11 @@ def neural_memory(q: Tensor, k: Tensor, v: Tensor, lr: Tensor, momentum: Tensor,
     if anchor is not None and [A.shape for A in anchor] != [W.shape for W in weights]:
         raise ValueError("the anchor must hold one tensor per memory layer, shaped as the weights")
     get_activation(activation)
-    needs = (("decay toward an anchor",) if anchor is not None else ()) + (
-        ("steps bounded by input norm",) if bound_by_input_norm else ())
+    needs = ("decay toward an anchor",) if anchor is not None else ()
     run = BACKENDS[resolve_backend(backend, q.device, len(weights), needs)]
-    kwargs = {**({} if anchor is None else {"anchor": anchor}),
-              **({"bound_by_input_norm": True} if bound_by_input_norm else {})}
     return run(q, k, v, lr, momentum, decay, weights, chunk_size=chunk_size, state=state,
-               activation=activation, **kwargs)
+               activation=activation, bound_by_input_norm=bound_by_input_norm,
+               **({} if anchor is None else {"anchor": anchor}))
 
 
 def retrieve(q: Tensor, state_or_weights: MemoryState | list[Tensor], activation: str = "silu") -> Tensor:

@@ -67,7 +67,7 @@ def launch_fitting(kernel, grid: tuple[int], args: tuple, options: dict) -> None
 
 
 def kernel_options(depth: int, backward: bool, dtype: torch.dtype, chunk_size: int, dk: int, dh: int, dv: int,
-                   activation: str = "silu", resumed: bool = False) -> dict:
+                   activation: str = "silu", resumed: bool = False, bound: bool = False) -> dict:
     """The compile-time constants and warp count of a kernel launch (benchmarks/kernel_resources.py reads them too).
 
     ``dh`` is the hidden width of a depth-2 memory (unused at depth 1). BLOCK_H is the widest tile
@@ -75,7 +75,7 @@ def kernel_options(depth: int, backward: bool, dtype: torch.dtype, chunk_size: i
     kernels in bfloat16 within an H100's 227 KB of shared memory (compiled for sm_90 by
     benchmarks/kernel_resources.py), and :func:`launch_fitting` narrows them where a GPU has less.
     """
-    options = dict(RESUMED=resumed, ACT=ACTIVATION_CODES[activation],
+    options = dict(RESUMED=resumed, BOUND=bound, ACT=ACTIVATION_CODES[activation],
                    PRECISION="ieee" if dtype in (torch.float32, torch.float64) else "tf32",
                    BT=_block(chunk_size), BK=_block(dk))
     if depth == 1:
@@ -96,6 +96,7 @@ class Launch:
     activation: str
     layout: ChunkLayout
     carries_state: bool     # the call continues a state: its surprise is an input
+    bound: bool = False     # steps bounded by input norm
 
     @property
     def resumed(self) -> bool:
@@ -165,7 +166,7 @@ def memory_forward(tokens: tuple[Tensor, ...], state: StateInputs, launch: Launc
 
     DH = state.weights[0].shape[-1]
     options = kernel_options(launch.depth, False, q.dtype, launch.layout.chunk_size, DK, DH, DV,
-                             launch.activation, launch.resumed)
+                             launch.activation, launch.resumed, launch.bound)
     sizes = (T, H, N, launch.layout.first, launch.layout.chunk_size)
     strides = (*q.stride()[:3], *v.stride()[:3], *lr.stride())   # y is laid out as v
     jumps = [_chunk_weights_jump(launch, buf) for buf in w_bufs]
@@ -206,7 +207,8 @@ def memory_backward(saved: Saved, dy: Tensor, d_out: StateGradients,
         ds_bufs.append(ds)
 
     DH = saved.w_bufs[0].shape[-1]
-    options = kernel_options(launch.depth, True, q.dtype, chunk_size, DK, DH, DV, launch.activation, launch.resumed)
+    options = kernel_options(launch.depth, True, q.dtype, chunk_size, DK, DH, DV, launch.activation, launch.resumed,
+                             launch.bound)
     sizes = (T, H, N, launch.layout.first, chunk_size)
     strides = (*q.stride()[:3], *v.stride()[:3], *lr.stride())
     jumps = [_chunk_weights_jump(launch, buf) for buf in saved.w_bufs]
@@ -289,7 +291,7 @@ def _torch_backward(launch: Launch, saved: Saved, input_shapes: list, dy: Tensor
         chunk_weights = [buf[:, :, -1].clone().requires_grad_() for buf in saved.w_bufs] if launch.resumed else weights
         state = MemoryState(weights, surprise, chunk_weights, layout.position, layout.chunk_size)
         y, final = chunked_neural_memory(*tokens, weights, chunk_size=layout.chunk_size, state=state,
-                                         activation=launch.activation)
+                                         activation=launch.activation, bound_by_input_norm=launch.bound)
         outputs = [y, *final.weights, *final.surprise, *final.chunk_weights]
         inputs = [*tokens, *StateInputs(weights, surprise if launch.carries_state else None,
                                         chunk_weights if launch.resumed else None).flat()]
@@ -305,12 +307,12 @@ def _torch_backward(launch: Launch, saved: Saved, input_shapes: list, dy: Tensor
 
 def triton_neural_memory(q: Tensor, k: Tensor, v: Tensor, lr: Tensor, momentum: Tensor,
                          decay: Tensor, weights: list[Tensor], *, chunk_size: int,
-                         state: MemoryState | None = None,
-                         activation: str = "silu") -> tuple[Tensor, MemoryState]:
+                         state: MemoryState | None = None, activation: str = "silu",
+                         bound_by_input_norm: bool = False) -> tuple[Tensor, MemoryState]:
     """The Triton backend of :func:`titans_seq.memory.neural_memory` (arguments as there; the
     depth and device were checked by ``ops.resolve_backend``)."""
     layout = MemoryState.layout(state, q.shape[1], chunk_size)
-    launch = Launch(len(weights), activation, layout, carries_state=state is not None)
+    launch = Launch(len(weights), activation, layout, carries_state=state is not None, bound=bound_by_input_norm)
     if state is None:
         inputs = StateInputs(weights, None, None)
     else:
@@ -320,7 +322,7 @@ def triton_neural_memory(q: Tensor, k: Tensor, v: Tensor, lr: Tensor, momentum: 
     except KernelDoesNotFit as error:
         _warn_torch_runs(error, "this call")
         return chunked_neural_memory(q, k, v, lr, momentum, decay, weights, chunk_size=chunk_size,
-                                     state=state, activation=activation)
+                                     state=state, activation=activation, bound_by_input_norm=bound_by_input_norm)
     L = len(weights)
     new_w, new_s, last_entering = final[:L], final[L:2 * L], final[2 * L:]
     chunk_weights = layout.next_chunk_weights(new_w, last_entering, inputs.chunk_weights)

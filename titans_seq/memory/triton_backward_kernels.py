@@ -6,14 +6,17 @@ end-of-chunk update, the analytic key gradients (second order through the activa
 coefficient matrices down to the gates. The gradients with respect to the state (dW, dS) are
 carried from chunk to chunk in float32 buffers (B, H, 2, D_in, D_out), updated tile by tile in
 place; slot 1 collects the gradient of the weights a resumed first chunk took its gradients at.
-The algorithm, step by step, is the docstring of ``chunked_function.py`` (the torch twin).
+The algorithm, step by step, is the docstring of ``chunked_function.py`` (the torch twin). With
+BOUND, the gradient of each bounded error b = e / n (n = max(1, ||a||^2)) is collected apart from
+the raw error chain's, then split into d e = d b / n and d a = -2 a (d b . b) / n where ||a||^2 > 1.
 """
 from __future__ import annotations
 
 import triton
 import triton.language as tl
 
-from .triton_kernels import _act, _act_grad, _load_tile, _open_chunk, _program_offsets, _segment_products, _store_tile
+from .triton_kernels import (_act, _act_grad, _input_scale, _load_tile, _open_chunk, _program_offsets,
+                             _segment_products, _store_tile)
 
 
 @triton.jit
@@ -92,6 +95,12 @@ def _coefficients_backward(lr, momentum, decay, length, d_coef, d_gamma, d_delta
 
 
 @triton.jit
+def _input_norm_gradient(a, squared_norm, scale, dot):
+    """The input's gradient through the bound, -2 a (d b . b) / n where ||a||^2 > 1 (dot: d b . b per token)."""
+    return tl.where(squared_norm > 1.0, -2.0 * scale * dot, 0.0)[:, None] * a
+
+
+@triton.jit
 def _store_rows(ptr, value, start, length, stride_t, D, BT: tl.constexpr, BD: tl.constexpr):
     _store_tile(ptr + start * stride_t, value, tl.arange(0, BT), tl.arange(0, BD), length, D, stride_t)
 
@@ -112,7 +121,7 @@ def memory_bwd_depth1_kernel(
     dq_ptr, dk_ptr, dv_ptr, dlr_ptr, dmomentum_ptr, ddecay_ptr, dw_ptr, ds_ptr,
     T, H, N, FIRST, CHUNK, DK, DV, CHUNK_WEIGHTS_JUMP, C_LO, C_HI,
     stride_b, stride_t, stride_h, stride_vb, stride_vt, stride_vh, stride_gb, stride_gt, stride_gh,
-    RESUMED: tl.constexpr, ACT: tl.constexpr, PRECISION: tl.constexpr,
+    RESUMED: tl.constexpr, BOUND: tl.constexpr, ACT: tl.constexpr, PRECISION: tl.constexpr,
     BT: tl.constexpr, BK: tl.constexpr, BLOCK_H: tl.constexpr,
 ):
     """Chunks C_HI - 1 down to C_LO of a linear memory; dw/ds hold the gradients of the state after C_HI - 1."""
@@ -131,6 +140,10 @@ def memory_bwd_depth1_kernel(
         here = (pid * (N + 2) + c) * DK * DV
         d_scores = tl.zeros((BT, BT), dtype=tl.float32)
         d_q, d_k, d_gamma, d_delta, d_wc, d_sc, d_g, d_d, d_p = _zero_gradients(BT, BK)
+        if BOUND:
+            key_norm = tl.sum(k * k, axis=1)
+            key_scale = _input_scale(key_norm)
+            key_dot = tl.zeros((BT,), dtype=tl.float32)
         for j in range(0, DV, BLOCK_H):
             W = _load_tile(w_ptr + here + j, dk_, cols, DK, DV - j, DV)
             S = _load_tile(s_ptr + here + j, dk_, cols, DK, DV - j, DV)
@@ -143,6 +156,8 @@ def memory_bwd_depth1_kernel(
             dW_next = _load_tile(dw_ptr + grads + j, dk_, cols, DK, DV - j, DV)
             dS_next = _load_tile(ds_ptr + grads + j, dk_, cols, DK, DV - j, DV)
             err = 2.0 * (v - tl.dot(k, G, input_precision=PRECISION))
+            if BOUND:   # what the reads and the update take; d_err below is its gradient until made raw
+                err = err * key_scale[:, None]
             d_gamma += tl.sum(dy * tl.dot(q, W, input_precision=PRECISION), axis=1)
             d_delta += tl.sum(dy * tl.dot(q, S, input_precision=PRECISION), axis=1)
             d_q += (gamma[:, None] * tl.dot(dy, tl.trans(W), input_precision=PRECISION)
@@ -155,8 +170,11 @@ def memory_bwd_depth1_kernel(
             d_wc += tl.sum(k_dW * err, axis=1)
             d_sc += tl.sum(k_dS * err, axis=1)
             d_k += (w_coef[:, None] * tl.dot(err, tl.trans(dW_next), input_precision=PRECISION)
-                    + s_coef[:, None] * tl.dot(err, tl.trans(dS_next), input_precision=PRECISION)
-                    - 2.0 * tl.dot(d_err, tl.trans(G), input_precision=PRECISION))
+                    + s_coef[:, None] * tl.dot(err, tl.trans(dS_next), input_precision=PRECISION))
+            if BOUND:
+                key_dot += tl.sum(d_err * err, axis=1)
+                d_err = d_err * key_scale[:, None]
+            d_k -= 2.0 * tl.dot(d_err, tl.trans(G), input_precision=PRECISION)
             d_g += tl.sum(tl.sum(dW_next * W, axis=1), axis=0)
             d_d += tl.sum(tl.sum(dW_next * S, axis=1), axis=0)
             d_p += tl.sum(tl.sum(dS_next * S, axis=1), axis=0)
@@ -174,6 +192,8 @@ def memory_bwd_depth1_kernel(
             _store_tile(dw_ptr + grads + j, dW, dk_, cols, DK, DV - j, DV)
             _store_tile(ds_ptr + grads + j, dS, dk_, cols, DK, DV - j, DV)
 
+        if BOUND:
+            d_k += _input_norm_gradient(k, key_norm, key_scale, key_dot)
         d_qk = d_scores * coef
         d_q += tl.dot(d_qk, k, input_precision=PRECISION)
         d_k += tl.dot(tl.trans(d_qk), q, input_precision=PRECISION)
@@ -193,7 +213,7 @@ def memory_bwd_depth2_kernel(
     scratch_da_ptr, scratch_dz_ptr,
     T, H, N, FIRST, CHUNK, DK, DH, DV, CHUNK_WEIGHTS_JUMP1, CHUNK_WEIGHTS_JUMP2, C_LO, C_HI,
     stride_b, stride_t, stride_h, stride_vb, stride_vt, stride_vh, stride_gb, stride_gt, stride_gh,
-    RESUMED: tl.constexpr, ACT: tl.constexpr, PRECISION: tl.constexpr,
+    RESUMED: tl.constexpr, BOUND: tl.constexpr, ACT: tl.constexpr, PRECISION: tl.constexpr,
     BT: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr, BLOCK_H: tl.constexpr,
 ):
     """Chunks C_HI - 1 down to C_LO of a two-layer memory, in three passes over the hidden tiles.
@@ -227,21 +247,32 @@ def memory_bwd_depth2_kernel(
             to_slot1 = tl.where(c == 0, 0, 0)
         kt = tl.trans(k)
 
-        # Pass A: the last layer's error of the keys.
+        # Pass A: the last layer's error of the keys (and, bounded, what the reads and the update take).
         out = tl.zeros((BT, BV), dtype=tl.float32)
+        hidden_norm = tl.zeros((BT,), dtype=tl.float32)
         for j in range(0, DH, BLOCK_H):
             G1 = _load_tile(w1_ptr + here1 + jump1 + j, dk_, hid, DK, DH - j, DH)
             G2 = _load_tile(w2_ptr + here2 + jump2 + j * DV, hid, dv_, DH - j, DV, DV)
-            out += tl.dot(_act(tl.dot(k, G1, input_precision=PRECISION), ACT), G2, input_precision=PRECISION)
+            a = _act(tl.dot(k, G1, input_precision=PRECISION), ACT)
+            out += tl.dot(a, G2, input_precision=PRECISION)
+            hidden_norm += tl.sum(a * a, axis=1)
         err2 = 2.0 * (v - out)
+        written2 = err2
+        if BOUND:
+            hidden_scale = _input_scale(hidden_norm)
+            written2 = err2 * hidden_scale[:, None]
+            key_norm = tl.sum(k * k, axis=1)
+            key_scale = _input_scale(key_norm)
+            key_dot = tl.zeros((BT,), dtype=tl.float32)
 
         qk = tl.dot(q, kt, input_precision=PRECISION)
         scores1 = coef * qk
-        d_scores2 = tl.dot(dy, tl.trans(err2), input_precision=PRECISION)
+        d_scores2 = tl.dot(dy, tl.trans(written2), input_precision=PRECISION)
         d_hidden_scores = d_scores2 * coef
         d_coef = tl.zeros((BT, BT), dtype=tl.float32)
         d_scores1 = tl.zeros((BT, BT), dtype=tl.float32)
-        d_err2 = tl.zeros((BT, BV), dtype=tl.float32)
+        d_err2 = tl.zeros((BT, BV), dtype=tl.float32)       # through the error chain
+        d_written2 = tl.zeros((BT, BV), dtype=tl.float32)   # through the reads and the update
         d_q, d_k, d_gamma, d_delta, d_wc, d_sc, d_g, d_d, d_p = _zero_gradients(BT, BK)
 
         # Pass B: reads, update and the first layer's error, tile by tile.
@@ -262,6 +293,8 @@ def memory_bwd_depth2_kernel(
             slope = _act_grad(z, ACT)
             back = tl.dot(err2, tl.trans(G2), input_precision=PRECISION)
             err1 = back * slope
+            if BOUND:   # what the reads and the update take; d_err1 below is its gradient until made raw
+                err1 = err1 * key_scale[:, None]
             q_W1 = tl.dot(q, W1, input_precision=PRECISION)
             q_S1 = tl.dot(q, S1, input_precision=PRECISION)
             zq = gamma[:, None] * q_W1 + delta[:, None] * q_S1 + tl.dot(scores1, err1, input_precision=PRECISION)
@@ -270,7 +303,7 @@ def memory_bwd_depth2_kernel(
             d_delta += tl.sum(dy * tl.dot(hq, S2, input_precision=PRECISION), axis=1)
             hidden_scores = tl.dot(hq, tl.trans(a), input_precision=PRECISION)
             d_coef += d_scores2 * hidden_scores
-            d_err2 += tl.dot(tl.trans(coef * hidden_scores), dy, input_precision=PRECISION)
+            d_written2 += tl.dot(tl.trans(coef * hidden_scores), dy, input_precision=PRECISION)
 
             d_hq = (gamma[:, None] * tl.dot(dy, tl.trans(W2), input_precision=PRECISION)
                     + delta[:, None] * tl.dot(dy, tl.trans(S2), input_precision=PRECISION)
@@ -278,11 +311,11 @@ def memory_bwd_depth2_kernel(
             a_dW2 = tl.dot(a, dW2_next, input_precision=PRECISION)
             a_dS2 = tl.dot(a, dS2_next, input_precision=PRECISION)
             d_a = (tl.dot(tl.trans(d_hidden_scores), hq, input_precision=PRECISION)
-                   + w_coef[:, None] * tl.dot(err2, tl.trans(dW2_next), input_precision=PRECISION)
-                   + s_coef[:, None] * tl.dot(err2, tl.trans(dS2_next), input_precision=PRECISION))
-            d_err2 += w_coef[:, None] * a_dW2 + s_coef[:, None] * a_dS2
-            d_wc += tl.sum(a_dW2 * err2, axis=1)
-            d_sc += tl.sum(a_dS2 * err2, axis=1)
+                   + w_coef[:, None] * tl.dot(written2, tl.trans(dW2_next), input_precision=PRECISION)
+                   + s_coef[:, None] * tl.dot(written2, tl.trans(dS2_next), input_precision=PRECISION))
+            d_written2 += w_coef[:, None] * a_dW2 + s_coef[:, None] * a_dS2
+            d_wc += tl.sum(a_dW2 * written2, axis=1)
+            d_sc += tl.sum(a_dS2 * written2, axis=1)
 
             d_zq = d_hq * _act_grad(zq, ACT)
             d_gamma += tl.sum(d_zq * q_W1, axis=1)
@@ -298,6 +331,9 @@ def memory_bwd_depth2_kernel(
             d_sc += tl.sum(k_dS1 * err1, axis=1)
             d_k += (w_coef[:, None] * tl.dot(err1, tl.trans(dW1_next), input_precision=PRECISION)
                     + s_coef[:, None] * tl.dot(err1, tl.trans(dS1_next), input_precision=PRECISION))
+            if BOUND:
+                key_dot += tl.sum(d_err1 * err1, axis=1)
+                d_err1 = d_err1 * key_scale[:, None]
             d_g += tl.sum(tl.sum(dW1_next * W1, axis=1), axis=0) + tl.sum(tl.sum(dW2_next * W2, axis=1), axis=0)
             d_d += tl.sum(tl.sum(dW1_next * S1, axis=1), axis=0) + tl.sum(tl.sum(dW2_next * S2, axis=1), axis=0)
             d_p += tl.sum(tl.sum(dS1_next * S1, axis=1), axis=0) + tl.sum(tl.sum(dS2_next * S2, axis=1), axis=0)
@@ -321,6 +357,10 @@ def memory_bwd_depth2_kernel(
             _store_tile(dw2_ptr + grads2 + j * DV, dW2, hid, dv_, DH - j, DV, DV)
             _store_tile(ds2_ptr + grads2 + j * DV, dS2, hid, dv_, DH - j, DV, DV)
 
+        if BOUND:
+            hidden_dot = tl.sum(d_written2 * written2, axis=1)
+            d_written2 = d_written2 * hidden_scale[:, None]
+        d_err2 += d_written2
         _store_tile(dv_ptr + vo + start * stride_vt, 2.0 * d_err2, t, dv_, length, DV, stride_vt)
         tl.debug_barrier()   # pass C reads what other threads of this program stored in pass B
 
@@ -332,6 +372,8 @@ def memory_bwd_depth2_kernel(
             a = _act(z, ACT)
             d_a = (_load_tile(scratch_da_ptr + scratch, t, hid + j, BT, DH, DH)
                    - 2.0 * tl.dot(d_err2, tl.trans(G2), input_precision=PRECISION))
+            if BOUND:
+                d_a += _input_norm_gradient(a, hidden_norm, hidden_scale, hidden_dot)
             d_z = _load_tile(scratch_dz_ptr + scratch, t, hid + j, BT, DH, DH) + d_a * _act_grad(z, ACT)
             d_k += tl.dot(d_z, tl.trans(G1), input_precision=PRECISION)
             d_G1 = tl.dot(kt, d_z, input_precision=PRECISION)
@@ -343,6 +385,8 @@ def memory_bwd_depth2_kernel(
             _store_tile(dw1_ptr + grads1 + slot1 + j, dW1, dk_, hid, DK, DH - j, DH)
             _store_tile(dw2_ptr + grads2 + slot2 + j * DV, dW2, hid, dv_, DH - j, DV, DV)
 
+        if BOUND:
+            d_k += _input_norm_gradient(k, key_norm, key_scale, key_dot)
         d_qk = d_scores1 * coef
         d_q += tl.dot(d_qk, k, input_precision=PRECISION)
         d_k += tl.dot(tl.trans(d_qk), q, input_precision=PRECISION)

@@ -12,6 +12,10 @@ slot c and writes slot c + 1, and the last slot holds the weights that a chunk r
 takes its gradients at. Those chunk-start states are all that the backward pass needs to
 recompute a chunk. A short chunk is padded with tokens that come after its real ones (so no real
 output sees them) and the end-of-chunk update reads the coefficients of its last real token.
+
+With BOUND (steps bounded by input norm) the reads and the update take each layer's error divided
+by max(1, ||a||^2), a that layer's input: the key for the first layer, the hidden activation,
+whose norm needs every hidden tile, for the second. The error chain itself stays raw.
 """
 from __future__ import annotations
 
@@ -85,6 +89,12 @@ def _chunk_coefficients(lr, momentum, decay, length, BT: tl.constexpr, PRECISION
 
 
 @triton.jit
+def _input_scale(squared_norm):
+    """1 / max(1, ||a||^2) per token: what the bound by input norm multiplies a layer's errors by."""
+    return 1.0 / tl.maximum(squared_norm, 1.0)
+
+
+@triton.jit
 def _chunk_bounds(c, T, FIRST, CHUNK):
     """Chunk c covers [start, start + length): chunk 0 has FIRST tokens, later ones CHUNK (the last may be short)."""
     start = tl.where(c == 0, 0, FIRST + (c - 1) * CHUNK)
@@ -131,7 +141,7 @@ def memory_fwd_depth1_kernel(
     q_ptr, k_ptr, v_ptr, lr_ptr, momentum_ptr, decay_ptr, y_ptr, w_ptr, s_ptr,
     T, H, N, FIRST, CHUNK, DK, DV, CHUNK_WEIGHTS_JUMP,
     stride_b, stride_t, stride_h, stride_vb, stride_vt, stride_vh, stride_gb, stride_gt, stride_gh,
-    RESUMED: tl.constexpr, ACT: tl.constexpr, PRECISION: tl.constexpr,
+    RESUMED: tl.constexpr, BOUND: tl.constexpr, ACT: tl.constexpr, PRECISION: tl.constexpr,
     BT: tl.constexpr, BK: tl.constexpr, BLOCK_H: tl.constexpr,
 ):
     """A linear memory W (DK x DV), walked in BLOCK_H-wide column tiles (each column tile is independent).
@@ -160,6 +170,8 @@ def memory_fwd_depth1_kernel(
                 G = W
             v = _load_tile(v_ptr + vo + start * stride_vt + j, t, cols, length, DV - j, stride_vt)
             err = 2.0 * (v - tl.dot(k, G, input_precision=PRECISION))
+            if BOUND:
+                err = err * _input_scale(tl.sum(k * k, axis=1))[:, None]
             y = (gamma[:, None] * tl.dot(q, W, input_precision=PRECISION)
                  + delta[:, None] * tl.dot(q, S, input_precision=PRECISION)
                  + tl.dot(scores, err, input_precision=PRECISION))
@@ -176,7 +188,7 @@ def memory_fwd_depth2_kernel(
     q_ptr, k_ptr, v_ptr, lr_ptr, momentum_ptr, decay_ptr, y_ptr, w1_ptr, s1_ptr, w2_ptr, s2_ptr,
     T, H, N, FIRST, CHUNK, DK, DH, DV, CHUNK_WEIGHTS_JUMP1, CHUNK_WEIGHTS_JUMP2,
     stride_b, stride_t, stride_h, stride_vb, stride_vt, stride_vh, stride_gb, stride_gt, stride_gh,
-    RESUMED: tl.constexpr, ACT: tl.constexpr, PRECISION: tl.constexpr,
+    RESUMED: tl.constexpr, BOUND: tl.constexpr, ACT: tl.constexpr, PRECISION: tl.constexpr,
     BT: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr, BLOCK_H: tl.constexpr,
 ):
     """A two-layer memory W1 (DK x DH), act, W2 (DH x DV), walked in BLOCK_H-wide hidden tiles."""
@@ -198,12 +210,18 @@ def memory_fwd_depth2_kernel(
 
         # The keys through the memory at the gradient weights give the last layer's error.
         out = tl.zeros((BT, BV), dtype=tl.float32)
+        hidden_norm = tl.zeros((BT,), dtype=tl.float32)
         for j in range(0, DH, BLOCK_H):
             G1 = _load_tile(w1_ptr + here1 + jump1 + j, dk, hid, DK, DH - j, DH)
             G2 = _load_tile(w2_ptr + here2 + jump2 + j * DV, hid, dv, DH - j, DV, DV)
             a = _act(tl.dot(k, G1, input_precision=PRECISION), ACT)
             out += tl.dot(a, G2, input_precision=PRECISION)
+            hidden_norm += tl.sum(a * a, axis=1)
         err2 = 2.0 * (v - out)
+        written2 = err2   # the errors that the reads and the update take
+        if BOUND:
+            written2 = err2 * _input_scale(hidden_norm)[:, None]
+            key_scale = _input_scale(tl.sum(k * k, axis=1))
 
         # Per hidden tile: the first layer's error, the reads through W_t, the new state.
         kt = tl.trans(k)
@@ -224,6 +242,8 @@ def memory_fwd_depth2_kernel(
             z = tl.dot(k, G1, input_precision=PRECISION)
             a = _act(z, ACT)
             err1 = tl.dot(err2, tl.trans(G2), input_precision=PRECISION) * _act_grad(z, ACT)
+            if BOUND:
+                err1 = err1 * key_scale[:, None]
             zq = (gamma[:, None] * tl.dot(q, W1, input_precision=PRECISION)
                   + delta[:, None] * tl.dot(q, S1, input_precision=PRECISION)
                   + tl.dot(scores1, err1, input_precision=PRECISION))
@@ -234,12 +254,12 @@ def memory_fwd_depth2_kernel(
             hidden_scores += tl.dot(hq, at, input_precision=PRECISION)
             W1_new = g_end * W1 + d_end * S1 + tl.dot(kt, w_coef[:, None] * err1, input_precision=PRECISION)
             S1_new = p_end * S1 + tl.dot(kt, s_coef[:, None] * err1, input_precision=PRECISION)
-            W2_new = g_end * W2 + d_end * S2 + tl.dot(at, w_coef[:, None] * err2, input_precision=PRECISION)
-            S2_new = p_end * S2 + tl.dot(at, s_coef[:, None] * err2, input_precision=PRECISION)
+            W2_new = g_end * W2 + d_end * S2 + tl.dot(at, w_coef[:, None] * written2, input_precision=PRECISION)
+            S2_new = p_end * S2 + tl.dot(at, s_coef[:, None] * written2, input_precision=PRECISION)
             _store_tile(w1_ptr + there1 + j, W1_new, dk, hid, DK, DH - j, DH)
             _store_tile(s1_ptr + there1 + j, S1_new, dk, hid, DK, DH - j, DH)
             _store_tile(w2_ptr + there2 + j * DV, W2_new, hid, dv, DH - j, DV, DV)
             _store_tile(s2_ptr + there2 + j * DV, S2_new, hid, dv, DH - j, DV, DV)
-        y += tl.dot(coef * hidden_scores, err2, input_precision=PRECISION)
+        y += tl.dot(coef * hidden_scores, written2, input_precision=PRECISION)
         _store_tile(y_ptr + vo + start * stride_vt, y, t, dv, length, DV, stride_vt)
         tl.debug_barrier()   # the next chunk reads the state stored here by other threads
