@@ -10,6 +10,7 @@ Triton. Compiling proves that the kernels build for the target and launch; it sa
 
     python benchmarks/kernel_resources.py                                   # the benchmark's shapes
     python benchmarks/kernel_resources.py --head-dim 128 --expansion 4 --chunk 128 --dtype fp32
+    python benchmarks/kernel_resources.py --bound              # with steps bounded by input norm
 """
 from __future__ import annotations
 
@@ -60,9 +61,10 @@ def resource_usage(cubin: bytes) -> tuple[int, int]:
 
 
 def compile_kernel(depth: int, backward: bool, dtype: str, head_dim: int, expansion: int, chunk: int,
-                   arch: int, shared_limit: int | None) -> dict:
+                   arch: int, shared_limit: int | None, bound: bool = False) -> dict:
     """Compile one kernel, narrowing BLOCK_H while it exceeds ``shared_limit``; its resources."""
-    options = kernel_options(depth, backward, DTYPES[dtype], chunk, head_dim, head_dim * expansion, head_dim)
+    options = kernel_options(depth, backward, DTYPES[dtype], chunk, head_dim, head_dim * expansion, head_dim,
+                             bound=bound)
     num_warps = options.pop("num_warps", 4)
     kernel = KERNELS[depth, backward]
     while True:
@@ -87,16 +89,18 @@ def main() -> None:
     parser.add_argument("--dtype", default="bf16", choices=sorted(DTYPES))
     parser.add_argument("--depths", default="1,2")
     parser.add_argument("--arch", type=int, default=90, help="compute capability x 10 (90: H100/H200)")
+    parser.add_argument("--bound", action="store_true", help="the kernels with steps bounded by input norm")
     args = parser.parse_args()
     limit = SHARED_LIMIT.get(args.arch)
     print(f"sm_{args.arch} ({'' if limit is None else f'{limit // 1024} KB of shared memory, '}triton "
-          f"{triton.__version__}): head dim {args.head_dim}, expansion {args.expansion}, chunk {args.chunk}, {args.dtype}")
+          f"{triton.__version__}): head dim {args.head_dim}, expansion {args.expansion}, chunk {args.chunk}, {args.dtype}"
+          f"{', steps bounded by input norm' if args.bound else ''}")
     print("| kernel | BLOCK_H | shared memory | registers / thread | stack bytes | warps |")
     print("|---|---|---|---|---|---|")
     for depth in (int(d) for d in args.depths.split(",")):
         for backward in (False, True):
             row = compile_kernel(depth, backward, args.dtype, args.head_dim, args.expansion, args.chunk, args.arch,
-                                 limit)
+                                 limit, args.bound)
             verdict = "" if limit is None else (" (fits)" if row["fits"] else " (fits no tile: runs on torch)")
             print(f"| {row['kernel']} | {row['block']} | {row['shared'] / 1024:.0f} KB{verdict} | {row['registers']} "
                   f"| {row['stack']} | {row['warps']} |", flush=True)
