@@ -179,7 +179,8 @@ class DNAClassificationTask(Task):
             ids = torch.where(flip.unsqueeze(-1), self.reverse_complement_ids(batch), ids)
         return F.cross_entropy(model(ids).float(), labels)
 
-    def evaluate(self, model: nn.Module, batches: Iterable) -> dict[str, float]:
+    def predict(self, model: nn.Module, batches: Iterable) -> tuple[Tensor, np.ndarray]:
+        """Each sequence's logits (both strands' mean where the task averages them) and its label, in order."""
         logits, labels = [], []
         both_strands = self.config.rc_average or self.config.rc_conjoin
         for batch in batches:
@@ -190,6 +191,10 @@ class DNAClassificationTask(Task):
         if broken:
             raise TrainingError(f"the model's outputs are not finite for {broken} of {len(logits)} sequences; "
                                 f"{stability_advice(model)}")
+        return logits, labels
+
+    def evaluate(self, model: nn.Module, batches: Iterable) -> dict[str, float]:
+        logits, labels = self.predict(model, batches)
         probs = logits.softmax(-1).numpy()
         predicted = probs.argmax(-1)
         metrics = {"loss": F.cross_entropy(logits, torch.from_numpy(labels)).item(),
