@@ -214,17 +214,22 @@ def test_a_kernel_that_fits_no_gpu_tile_falls_back_to_torch_exactly(dims, refuse
         assert rel_err(a, b) <= 1e-4
 
 
-@pytest.mark.parametrize("dims,chunk,activation", [((16, 16), 16, "silu"), ((16, 32, 16), 16, "silu"),
-                                                   ((24, 48, 16), 24, "gelu"), ((16, 64, 16), 16, "relu")])
-def test_steps_bounded_by_input_norm_match_torch(dims, chunk, activation):
-    """Keys of norms 0.5-2 and a first layer three times wider than unit: the bound acts on some
-    tokens of each layer and not on others; outputs, state and every gradient match."""
-    x, W = inputs(dims, T=29, seed=7)
+def bounded_inputs(dims, T):
+    """Keys of norms 0.5-2 and a first layer three times wider than unit: the bound by input norm acts
+    on some tokens of each layer and not on others."""
+    x, W = inputs(dims, T=T, seed=7)
     g = torch.Generator().manual_seed(7)
     with torch.no_grad():
         x[1].mul_((0.5 + 1.5 * torch.rand(x[1].shape[:-1], generator=g)).unsqueeze(-1).to(DEVICE))
         W[0].mul_(3.0)
-    x, W = [t.requires_grad_() for t in x], [w.requires_grad_() for w in W]
+    return [t.requires_grad_() for t in x], [w.requires_grad_() for w in W]
+
+
+@pytest.mark.parametrize("dims,chunk,activation", [((16, 16), 16, "silu"), ((16, 32, 16), 16, "silu"),
+                                                   ((24, 48, 16), 24, "gelu"), ((16, 64, 16), 16, "relu")])
+def test_steps_bounded_by_input_norm_match_torch(dims, chunk, activation):
+    """Outputs, state and every gradient match with the bound in force."""
+    x, W = bounded_inputs(dims, T=29)
     probe = torch.randn(2, 29, 2, dims[-1], device=DEVICE)
     results = {}
     for backend in ("torch", "triton"):
@@ -235,3 +240,20 @@ def test_steps_bounded_by_input_norm_match_torch(dims, chunk, activation):
         assert rel_err(got, want) <= 1e-4
     free, _ = run(x, W, "torch", chunk_size=chunk, activation=activation)
     assert rel_err(results["torch"][0], free) > 1e-2             # the bound is in force
+
+
+@pytest.mark.parametrize("dims", [(16, 16), (16, 32, 16)])
+def test_steps_bounded_by_input_norm_stream_exactly(dims):
+    """Read in pieces through the state (a resumed chunk, carried momentum), the bounded kernels give
+    the bounded torch backend's whole-sequence output and gradients."""
+    x, W = bounded_inputs(dims, T=40)
+    y_whole, _ = run(x, W, "torch", chunk_size=16, bound_by_input_norm=True)
+    ys, state = [], None
+    for a, b in ((0, 7), (7, 30), (30, 40)):
+        y, state = run([t[:, a:b] for t in x], W, "triton", chunk_size=16, state=state, bound_by_input_norm=True)
+        ys.append(y)
+    y_split = torch.cat(ys, 1)
+    assert rel_err(y_split, y_whole) <= 1e-4
+    for got, want in zip(torch.autograd.grad(y_split.square().sum(), [*x, *W]),
+                         torch.autograd.grad(y_whole.square().sum(), [*x, *W])):
+        assert rel_err(got, want) <= 1e-4
