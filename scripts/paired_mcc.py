@@ -39,7 +39,7 @@ def seed_runs(column: Path, row: str) -> list[Path]:
     return runs
 
 
-def test_predictions(run_dir: Path) -> tuple[np.ndarray, np.ndarray]:
+def scored_test_split(run_dir: Path) -> tuple[np.ndarray, np.ndarray]:
     """(labels, predicted classes) of a run's best checkpoint on its test split; its recorded MCC must return."""
     run = open_run(run_dir, device="cpu", task="dna_classification")
     loader = DataLoader(run.task.datasets()["test"], batch_size=run.recipe.train.batch_size, shuffle=False)
@@ -83,7 +83,7 @@ def report(column: Path, row_a: str, row_b: str, resamples: int, confidence: flo
     for row in (row_a, row_b):
         rows[row] = []
         for run_dir in seed_runs(column, row):
-            y, predicted = test_predictions(run_dir)
+            y, predicted = scored_test_split(run_dir)
             if labels is not None and not np.array_equal(y, labels):
                 raise UserError(f"{run_dir}: its test split's labels differ from {row_a}'s; not the same sequences")
             labels = y
