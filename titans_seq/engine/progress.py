@@ -45,13 +45,19 @@ class Progress:
 
 
 class MetricsLog:
-    """Appends one JSON object per record to metrics.jsonl; mirrors scalars to TensorBoard when installed."""
+    """Appends one JSON object per record to metrics.jsonl; mirrors scalars to TensorBoard when installed.
 
-    def __init__(self, run_dir: Path, enabled: bool = True):
+    ``fresh``: the run starts from step 0, so the lines of an earlier run in the same folder are dropped
+    (a resumed run appends, and its later lines replace the earlier ones for a reader).
+    """
+
+    def __init__(self, run_dir: Path, enabled: bool = True, fresh: bool = False):
         self.enabled = enabled
         self.path = run_dir / "metrics.jsonl"
         self.tensorboard = None
         if enabled:
+            if fresh:
+                self.path.unlink(missing_ok=True)
             try:
                 from torch.utils.tensorboard import SummaryWriter
             except ImportError:   # tensorboard is optional

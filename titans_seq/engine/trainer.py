@@ -315,7 +315,7 @@ class Trainer:
         model.train()
         if compiles(cfg.train, env.device):
             compile_blocks(model)
-        log = MetricsLog(self.run_dir, enabled=env.is_main)
+        log = MetricsLog(self.run_dir, enabled=env.is_main, fresh=state.step == 0)
         progress = Progress(cfg.train.max_steps, state.step, cfg.train.log_every, enabled=env.is_main)
         batches = training_batches(self.splits["train"], cfg, env, state)
         train_seconds, tokens_seen, stop = 0.0, 0, False
