@@ -140,6 +140,7 @@ def test_a_target_the_group_cannot_check_is_one_clear_error(tmp_path, target, me
 
 def test_every_packaged_suites_targets_check():
     """The targets the project holds itself to (issue 18's) load with the suites that state them."""
-    for name in ("lm_tiny_512", "gue_pretrained", "ett_512", "passkey_decay", "passkey_cpu", "passkey_carry"):
+    for name in ("lm_tiny_512", "gue_pretrained", "ett_512", "passkey_decay", "passkey_cpu", "passkey_carry",
+                 "passkey_answer", "passkey_mac"):
         targets = [target for group in load_suite(Path(name)).groups for target in group.targets]
         assert targets and all(target.log for target in targets), name     # each says where its story is
