@@ -49,11 +49,14 @@ def test_a_run_writes_config_metrics_checkpoints_and_a_test_record(tmp_path):
 def test_a_run_trained_again_from_scratch_logs_only_its_own_steps(tmp_path):
     train(tiny_recipe(tmp_path, "train.max_steps=12", "train.eval_every=4", "train.save_every=4"))
     again = tiny_recipe(tmp_path, "train.max_steps=5", "train.eval_every=5")
+    (again.run_dir / "tensorboard").mkdir(exist_ok=True)
+    (again.run_dir / "tensorboard" / "events.out.tfevents.earlier").write_bytes(b"earlier run")
     with pytest.warns(UserWarning, match="training from scratch over them"):
         train(again)
     lines = [json.loads(line) for line in (again.run_dir / "metrics.jsonl").read_text().splitlines()]
     assert [line["step"] for line in lines if line["split"] == "train"] == [1, 2, 3, 4, 5]
     assert [line["step"] for line in lines if line["split"] == "val"] == [5]
+    assert not (again.run_dir / "tensorboard" / "events.out.tfevents.earlier").exists()
 
 
 def test_no_decay_exempts_the_named_parameters_from_weight_decay_only():

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -48,7 +49,7 @@ class MetricsLog:
     """Appends one JSON object per record to metrics.jsonl; mirrors scalars to TensorBoard when installed.
 
     ``fresh``: the run starts from step 0, so the lines of an earlier run in the same folder are dropped
-    (a resumed run appends, and its later lines replace the earlier ones for a reader).
+    with its TensorBoard events (a resumed run appends, and its later lines replace the earlier ones for a reader).
     """
 
     def __init__(self, run_dir: Path, enabled: bool = True, fresh: bool = False):
@@ -58,6 +59,7 @@ class MetricsLog:
         if enabled:
             if fresh:
                 self.path.unlink(missing_ok=True)
+                shutil.rmtree(run_dir / "tensorboard", ignore_errors=True)
             try:
                 from torch.utils.tensorboard import SummaryWriter
             except ImportError:   # tensorboard is optional
