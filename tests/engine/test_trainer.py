@@ -3,7 +3,8 @@ import json
 import pytest
 import torch
 
-from titans_seq.engine.checkpoint import read_model_state
+from titans_seq.engine.bench import finished_record
+from titans_seq.engine.checkpoint import BEST, read_model_state
 from titans_seq.engine.config import RecipeError, TrainConfig, load_recipe
 from titans_seq.engine.distributed import init_process
 from titans_seq.backbones import Backbone, TitansConfig
@@ -57,6 +58,21 @@ def test_a_run_trained_again_from_scratch_logs_only_its_own_steps(tmp_path):
     assert [line["step"] for line in lines if line["split"] == "train"] == [1, 2, 3, 4, 5]
     assert [line["step"] for line in lines if line["split"] == "val"] == [5]
     assert not (again.run_dir / "tensorboard" / "events.out.tfevents.earlier").exists()
+
+
+def test_a_run_started_again_from_scratch_drops_the_earlier_runs_results(tmp_path, monkeypatch):
+    train(tiny_recipe(tmp_path, "train.max_steps=4", "train.eval_every=2"))
+    again = tiny_recipe(tmp_path, "train.max_steps=4", "train.eval_every=2", "optim.lr=1e-4")
+    assert (again.run_dir / "test_results.json").is_file() and (again.run_dir / BEST).is_dir()
+
+    def killed(*args, **kwargs):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(Trainer, "_step", killed)
+    with pytest.raises(KeyboardInterrupt), pytest.warns(UserWarning, match="training from scratch over them"):
+        train(again)
+    assert not (again.run_dir / "test_results.json").exists()      # else bench would take it for this recipe's
+    assert not (again.run_dir / BEST).exists()
+    assert finished_record(again) is None
 
 
 def test_no_decay_exempts_the_named_parameters_from_weight_decay_only():

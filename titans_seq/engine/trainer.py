@@ -4,6 +4,7 @@ from __future__ import annotations
 import contextlib
 import math
 import random
+import shutil
 import sys
 import time
 import warnings
@@ -310,6 +311,9 @@ class Trainer:
     def fit(self) -> dict:
         cfg, env, state = self.recipe, self.env, self.state
         if env.is_main:
+            if state.step == 0:             # an earlier run's results must not stand for this one if it stops short
+                (self.run_dir / "test_results.json").unlink(missing_ok=True)
+                shutil.rmtree(self.run_dir / BEST, ignore_errors=True)
             write_atomically(self.run_dir / "config.yaml", recipe_to_yaml(cfg))
         model = self.model
         model.train()
