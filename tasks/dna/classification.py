@@ -85,7 +85,8 @@ class SequenceClassifier(nn.Module):
         self.head = nn.Linear(config.d_model, n_classes)
 
     def forward(self, ids: Tensor) -> Tensor:
-        return self.head(pool(self.backbone(self.embed(ids)), ids != PAD, self.pooling))
+        real = ids != PAD
+        return self.head(pool(self.backbone(self.embed(ids), lengths=real.sum(1)), real, self.pooling))
 
 
 @register_task
@@ -93,6 +94,7 @@ class DNAClassificationTask(Task):
     name = "dna_classification"
     config_class = DNAClassificationConfig
     data_class = DNAClassificationData
+    reads_whole_sequences = True
 
     def __init__(self, config: DNAClassificationConfig, data: DNAClassificationData):
         super().__init__(config, data)

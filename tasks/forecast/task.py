@@ -68,6 +68,7 @@ class ForecastTask(Task):
     name = "forecast"
     config_class = ForecastConfig
     data_class = ForecastData
+    reads_whole_sequences = True
 
     def __init__(self, config: ForecastConfig, data: ForecastData | None = None):
         super().__init__(config, data)

@@ -14,6 +14,7 @@ from titans_seq.errors import TrainingError, UserError
 from titans_seq.tasks.dna.classification import DNAClassificationConfig, DNAClassificationData, DNAClassificationTask
 from titans_seq.tasks.dna.pretraining import DNAGenomeData, DNAPretrainingConfig, DNAPretrainingTask
 from titans_seq.tasks.dna.tables import read_labelled
+from titans_seq.tasks.dna.tokenizer import PAD
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -208,3 +209,20 @@ def test_rc_conjoin_trains_on_the_mean_of_both_strands_logits(tmp_path):
     both = (first_token_model(test[0]) + first_token_model(task.reverse_complement_ids(test))) / 2
     assert task.evaluate(first_token_model, [test])["loss"] == pytest.approx(
         torch.nn.functional.cross_entropy(both, test[-1]).item())
+
+
+def test_a_bidirectional_classifier_reads_each_sequence_without_its_padding(tmp_path):
+    rng = random.Random(3)
+    table = tmp_path / "t.csv"
+    table.write_text("sequence,label\n" + "".join(f"{random_dna(rng, 6 + i % 9)},{i % 2}\n" for i in range(20)))
+    task = DNAClassificationTask(DNAClassificationConfig(), DNAClassificationData(path=str(table)))
+    torch.manual_seed(0)
+    model = task.build_model(TitansConfig(variant="lmm", d_model=16, n_layers=2, n_heads=2, chunk_size=4,
+                                          bidirectional=True)).eval()
+    ids = task.datasets()["train"].tensors[0][:6]
+    lengths = (ids != PAD).sum(1)
+    assert len(set(lengths.tolist())) > 1
+    with torch.no_grad():
+        batched = model(ids)
+        alone = torch.cat([model(row[None, :n]) for row, n in zip(ids, lengths.tolist())])
+    assert torch.allclose(batched, alone, atol=1e-5)

@@ -42,6 +42,7 @@ def test_run_name_interpolates_task_and_variant(tmp_path):
     ("task: {name: recall}\nmodel: {variant: mamba}\n", [], r"unknown variant 'mamba'.*mac"),
     ("task: {name: recall}\nmodel: {d_model: 30, n_heads: 4}\n", [], r"d_model=30"),
     ("task: {name: recall}\neval: {mode: best}\n", [], r"eval.mode='best' is not one of min, max"),
+    ("task: {name: recall}\n", ["model.bidirectional=true"], r"bidirectional=true reads .* 'recall' predicts"),
     ("model: {variant: mac}\n", [], r"task.name is missing"),
     ("task: {name: weather}\n", [], r"unknown task 'weather'.*recall"),
     ("task: {name: recall\n", [], r"not valid YAML"),

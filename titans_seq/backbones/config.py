@@ -32,6 +32,8 @@ class TitansConfig:
     window: int = 256                # sliding-window size for swa, mag and mal
     n_persistent: int = 4            # learnable persistent memory tokens (Titans variants; 0 = none)
     conv_kernel: int = 4             # width of the memory's causal depthwise convolution
+    bidirectional: bool = False      # each block's mixer also reads the sequence backwards (the same weights),
+                                     # the two reads averaged: not causal, for models that see whole sequences
     rope_base: float = 10000.0       # RoPE base frequency
     norm_eps: float = 1e-6           # RMSNorm epsilon
 

@@ -239,6 +239,9 @@ def _build_recipe(raw: DictConfig, source: str) -> Recipe:
         value = OmegaConf.select(OmegaConf.structured(recipe), key)
         if value not in allowed:
             raise RecipeError(f"{source}: {key}={value!r} is not one of {', '.join(allowed)}")
+    if recipe.model.bidirectional and not task_class.reads_whole_sequences:
+        raise RecipeError(f"{source}: model.bidirectional=true reads each sequence backwards too, so the "
+                          f"model would see what task {task_name!r} predicts next; leave it false")
     return recipe
 
 

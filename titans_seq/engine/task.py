@@ -20,14 +20,16 @@ class Task(ABC):
 
     Subclasses set ``name`` (what recipes write as ``task.name``), ``config_class`` (a dataclass of
     the task's options), optionally ``data_class`` (a dataclass of its data options: the recipe's
-    ``data`` section) and ``dataset_name``, and are registered with
-    :func:`titans_seq.engine.registry.register_task`.
+    ``data`` section) and ``dataset_name``, and ``reads_whole_sequences`` where nothing it predicts
+    lies ahead in its input (a classifier, a forecaster: ``model.bidirectional`` is allowed there).
+    They are registered with :func:`titans_seq.engine.registry.register_task`.
     """
 
     name: ClassVar[str]
     config_class: ClassVar[type]
     data_class: ClassVar[type | None] = None
     dataset_name: ClassVar[str] = ""
+    reads_whole_sequences: ClassVar[bool] = False
 
     def __init__(self, config: Any, data: Any = None):
         self.config = config
